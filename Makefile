@@ -1,0 +1,62 @@
+# kprobekit — build, set up and test.  Run as root on Debian 12.
+SHELL := /bin/bash
+# Debian's interpreter, never a pyenv shim: the entry point's start-up time is a feature.
+SYSTEM_PYTHON := /usr/bin/python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CLANG ?= clang
+ARCH := $(shell uname -m | sed 's/x86_64/x86/; s/aarch64/arm64/')
+
+BPF_SRC := $(wildcard bpf/*.bpf.c)
+BPF_OBJ := $(patsubst bpf/%.bpf.c,src/kprobekit/objects/%.bpf.o,$(BPF_SRC))
+BPF_HDR := $(wildcard bpf/include/*.h)
+
+APT_PACKAGES := clang llvm libbpf-dev libbpf1 bpftool python3-venv iproute2 \
+	qemu-system-x86 linux-image-amd64 linux-image-6.12-amd64 busybox-static
+
+.PHONY: all setup deps bpf venv test test-host vmtest bench clean
+
+all: bpf
+
+setup: deps bpf venv
+
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+bpf: $(BPF_OBJ)
+
+src/kprobekit/objects/%.bpf.o: bpf/%.bpf.c $(BPF_HDR)
+	@mkdir -p $(@D)
+	$(CLANG) -target bpf -D__TARGET_ARCH_$(ARCH) -g -O2 -Wall -Werror -Ibpf/include -c $< -o $@
+	@# keeps .BTF and .BTF.ext (CO-RE), drops DWARF: smaller objects open faster
+	llvm-strip -g $@
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(SYSTEM_PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	ln -sf $(abspath $(VENV))/bin/kprobekit /usr/local/bin/kprobekit
+	touch $@
+
+# The host suite, then the same privileged suite inside each stock kernel.
+test: bpf venv
+	$(PY) -m pytest -q tests
+	$(MAKE) --no-print-directory vmtest
+
+test-host: bpf venv
+	$(PY) -m pytest -q tests
+
+vmtest: bpf venv
+	$(PY) tests/vm/run.py
+
+bench: bpf venv
+	$(PY) bench/run.py
+
+clean:
+	rm -rf src/kprobekit/objects/*.bpf.o build src/*.egg-info

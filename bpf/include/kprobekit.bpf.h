@@ -1,0 +1,103 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * Shared by every kprobekit BPF program: event output (ring buffer, or perf
+ * buffer on kernels without one), loss accounting, and the typedefs that tell
+ * the Python side how to decode a field.
+ *
+ * Python reads each event's layout from this object's BTF, so the C struct is
+ * the only definition of an event.  The decoder chooses a converter by the
+ * member's typedef name (kk_addr_t, kk_errno_t, ...) or, for char arrays, by
+ * type alone — keep these names stable.
+ */
+#ifndef KPROBEKIT_BPF_H
+#define KPROBEKIT_BPF_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+
+#define AF_INET		2
+#define AF_INET6	10
+#define TASK_COMM_LEN	16
+
+/* An IPv4 (first 4 bytes) or IPv6 address; the record's `ip` member (4 or 6) says which. */
+typedef __u8 kk_addr_t[16];
+/* 0 or a negative errno; decoded to the errno's name. */
+typedef __s32 kk_errno_t;
+
+/* Set by user space before load; the verifier sees them as constants and drops dead branches. */
+const volatile bool kk_perfbuf = false;	/* true on kernels without BPF ring buffers */
+const volatile __u32 filter_pid = 0;	/* 0: any process (tgid) */
+
+/* Events that could not be handed to user space; read by user space from .bss. */
+__u64 kk_lost = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);	/* user space resizes, or turns it into a perf array */
+} events SEC(".maps");
+
+/*
+ * KK_EVENTS(struct event) declares the tool's event type.  The per-CPU scratch
+ * slot it defines is where perf-buffer mode builds the record, and its value
+ * type is how user space finds the event's BTF.
+ */
+#define KK_EVENTS(event_t)								\
+struct {									\
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);				\
+	__uint(max_entries, 1);							\
+	__type(key, __u32);							\
+	__type(value, event_t);							\
+} kk_scratch SEC(".maps");							\
+									\
+static __always_inline event_t *kk_reserve(void)					\
+{									\
+	__u32 zero = 0;							\
+	event_t *e;							\
+									\
+	if (kk_perfbuf)							\
+		return bpf_map_lookup_elem(&kk_scratch, &zero);		\
+	e = bpf_ringbuf_reserve(&events, sizeof(event_t), 0);		\
+	if (!e)								\
+		__sync_fetch_and_add(&kk_lost, 1);			\
+	return e;							\
+}									\
+									\
+/* Perf buffer losses are counted by the kernel and reported to user space. */ \
+static __always_inline void kk_submit(void *ctx, event_t *e)			\
+{									\
+	if (kk_perfbuf)							\
+		bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU,	\
+				      e, sizeof(event_t));			\
+	else								\
+		bpf_ringbuf_submit(e, 0);				\
+}
+
+static __always_inline bool kk_pid_wanted(__u32 tgid)
+{
+	return !filter_pid || filter_pid == tgid;
+}
+
+static __always_inline __u16 kk_sock_family(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_family);
+}
+
+/* Copies a socket's local and remote addresses into an event's kk_addr_t members. */
+static __always_inline void kk_read_sock_addrs(const struct sock *sk, __u16 family,
+					       __u8 *saddr, __u8 *daddr)
+{
+	if (family == AF_INET6) {
+		bpf_core_read(saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(daddr, 16, &sk->__sk_common.skc_v6_daddr);
+	} else {
+		bpf_core_read(saddr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(daddr, 4, &sk->__sk_common.skc_daddr);
+	}
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#endif /* KPROBEKIT_BPF_H */

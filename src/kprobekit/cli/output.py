@@ -1,0 +1,76 @@
+"""Text columns and JSON lines for a Tool's records."""
+
+import json
+import sys
+
+
+def _getter(field, run):
+    if callable(field):
+        return lambda rec: field(rec, run)
+    return lambda rec: getattr(rec, field)
+
+
+def jsonable(v):
+    """ipaddress objects and other non-JSON values as strings; int subclasses (Errno) as ints."""
+    if v is None or type(v) in (bool, int, float, str):
+        return v
+    if isinstance(v, int):
+        return int(v)
+    if isinstance(v, list):
+        return [jsonable(x) for x in v]
+    return str(v)
+
+
+class TextSink:
+    def __init__(self, tool, run):
+        args = run.args
+        self.cols = [c for c in tool.columns if c.when is None or getattr(args, c.when, False)]
+        unknown = run.backend.unknown
+        self.plan = []     # (getter, format, what to print for an unknown value)
+        for c in self.cols:
+            pad = ("{!s:>%d}" if c.right else "{!s:<%d}") % c.width
+            get = (lambda rec: None) if c.field in unknown else _getter(c.field, run)
+            self.plan.append((get, c.fmt or pad, pad.format("-")))
+
+    def start(self):
+        hdr = " ".join(("{:>%d}" if c.right else "{:<%d}") % c.width for c in self.cols)
+        print(hdr.format(*(c.header for c in self.cols)).rstrip(), flush=True)
+
+    def write(self, recs):
+        out = []
+        plan = self.plan
+        for rec in recs:
+            parts = []
+            for get, fmt, dash in plan:
+                v = get(rec)
+                parts.append(dash if v is None else fmt.format(v))
+            out.append(" ".join(parts).rstrip())
+        sys.stdout.write("\n".join(out) + "\n")
+        sys.stdout.flush()
+
+    def finish(self, lost):
+        pass
+
+
+class JsonSink:
+    def __init__(self, tool, run):
+        unknown = run.backend.unknown
+        self.fields = []
+        for f in tool.json_fields:
+            key, field = (f, f) if isinstance(f, str) else f
+            get = (lambda rec: None) if (isinstance(field, str) and field in unknown) else _getter(field, run)
+            self.fields.append((key, get))
+
+    def start(self):
+        pass
+
+    def write(self, recs):
+        dumps = json.dumps
+        fields = self.fields
+        lines = [dumps({k: jsonable(get(rec)) for k, get in fields}) for rec in recs]
+        sys.stdout.write("\n".join(lines) + "\n")
+        sys.stdout.flush()
+
+    def finish(self, lost):
+        if lost:
+            print(json.dumps({"lost": lost}), flush=True)

@@ -1,0 +1,226 @@
+"""Runs a declared Tool: options -> backend choice -> load -> attach -> stream -> clean exit.
+
+Every failure a user can cause or meet ends here as one line on stderr and
+exit code 2; libbpf's log appears only with --verbose.
+"""
+
+import argparse
+import os
+import signal
+import sys
+
+from .. import _libbpf, errors, events, features, kernel
+from ..object import Object
+from . import output
+
+EXIT_OK, EXIT_ERROR = 0, 2
+
+# How each hook is called in "X unavailable" messages.
+_FEATURE_WORDS = {"kprobe": "kprobes", "kretprobe": "kretprobes", "tracepoint": "tracepoints"}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise errors.UsageError(f"{message} — see --help")
+
+
+class Stop(Exception):
+    """SIGTERM or SIGINT: leave the poll loop and clean up."""
+
+
+def _stop(signum, frame):
+    raise Stop()
+
+
+def pid_arg(text):
+    try:
+        pid = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid PID {text!r}: not a number") from None
+    if pid <= 0:
+        raise argparse.ArgumentTypeError(f"invalid PID {pid}: must be positive")
+    if not os.path.exists(f"/proc/{pid}"):
+        raise argparse.ArgumentTypeError(f"no process with PID {pid}")
+    return pid
+
+
+def port_list(text):
+    ports = []
+    for part in text.split(","):
+        try:
+            port = int(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid port {part!r}: not a number") from None
+        if not 1 <= port <= 65535:
+            raise argparse.ArgumentTypeError(f"invalid port {port}: must be 1-65535")
+        ports.append(port)
+    if len(ports) > 16:
+        raise argparse.ArgumentTypeError("at most 16 ports")
+    return ports
+
+
+def uid_arg(text):
+    try:
+        uid = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid UID {text!r}: not a number") from None
+    if not 0 <= uid < 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"invalid UID {uid}")
+    return uid
+
+
+def build_parser(tool):
+    names = ", ".join(b.name for b in tool.backends)
+    p = _Parser(prog=f"kprobekit {tool.name}", description=tool.description or tool.summary,
+                epilog=tool.examples, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if tool.pid_filter:
+        p.add_argument("-p", "--pid", type=pid_arg, help="trace this process only (filtered in the kernel)")
+    for opt in tool.options:
+        p.add_argument(*opt.flags, **opt.kw)
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--backend", default="auto", choices=["auto"] + [b.name for b in tool.backends],
+                   help=f"kernel hook to use (default: the best this kernel allows, in order: {names})")
+    p.add_argument("--buffer", default="auto", choices=["auto", "ring", "perf"],
+                   help="event transport (default: ring buffer where the kernel has one)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show libbpf's log and error details")
+    backend_notes = [f"  {b.name}: {b.note}" for b in tool.backends if b.note]
+    if backend_notes:
+        p.epilog = "backends:\n" + "\n".join(backend_notes) + ("\n\n" + tool.examples if tool.examples else "")
+    return p
+
+
+def _missing(backend):
+    """[(feature, reason)] the backend needs and this kernel lacks."""
+    return [(n, features.probe(n).reason) for n in backend.needs if not features.have(n)]
+
+
+def _unavailable(missing):
+    return "; ".join(f"{_FEATURE_WORDS.get(n, n)} unavailable: {r}" for n, r in missing)
+
+
+def choose_backend(tool, wanted):
+    """The backend to run and the line that says why."""
+    if wanted != "auto":
+        b = tool.backend(wanted)
+        missing = _missing(b)
+        if missing:
+            raise errors.NotSupported(f"use {b.name} backend: {_unavailable(missing[:1])}",
+                                      feature=missing[0][0], hint="try --backend auto")
+        return b, f"using {b.name} backend (forced)"
+    skipped = []
+    for b in tool.backends:
+        missing = _missing(b)
+        if not missing:
+            why = f" ({'; '.join(skipped)})" if skipped else ""
+            return b, f"using {b.name} backend{why}"
+        skipped.append(_unavailable(missing[:1]))
+    raise errors.NotSupported(f"run {tool.name}: no backend works on this kernel ({'; '.join(skipped)})")
+
+
+def check_privileges():
+    caps = kernel.capabilities()
+    if "CAP_SYS_ADMIN" in caps or {"CAP_BPF", "CAP_PERFMON"} <= set(caps):
+        return
+    raise errors.PermissionDenied("load BPF programs: missing privileges", hint=errors.ROOT_HINT)
+
+
+class Run:
+    """One run of a tool, as its columns see it: options, backend, first timestamp."""
+
+    def __init__(self, tool, args, backend):
+        self.tool, self.args, self.backend = tool, args, backend
+        self._t0 = None
+
+    def elapsed(self, ts_ns):
+        """Seconds since the first event, for TIME(s) columns."""
+        if self._t0 is None:
+            self._t0 = ts_ns
+        return (ts_ns - self._t0) / 1e9
+
+
+def setup(tool, args):
+    """Opens, configures, loads and attaches the tool's object; returns (obj, backend, message)."""
+    check_privileges()
+    if not features.have("btf"):
+        raise errors.NotSupported(f"run {tool.name}: {features.probe('btf').reason}",
+                                  feature="btf", hint="use a kernel with CONFIG_DEBUG_INFO_BTF=y")
+    backend, message = choose_backend(tool, args.backend)
+    if any(n in ("kprobe", "kretprobe") for n in backend.needs):
+        kernel.remove_stale_kprobes()
+    use_perf = args.buffer == "perf" or (args.buffer == "auto" and not features.have("ringbuf"))
+    if args.buffer == "ring" and not features.have("ringbuf"):
+        raise errors.NotSupported(f"use ring buffer: {features.probe('ringbuf').reason}",
+                                  feature="ringbuf", hint="use --buffer perf")
+    obj = Object.open(tool.bpf)
+    try:
+        obj.set_autoload(backend.programs)
+        if tool.pid_filter and args.pid:
+            obj.rodata["filter_pid"] = args.pid
+        for opt in tool.options:
+            opt.apply(args, obj.rodata)
+        events.prepare(obj, use_perf)
+        obj.load()
+        obj.attach()
+    except BaseException:
+        obj.close()
+        raise
+    return obj, backend, message
+
+
+def run(tool, argv):
+    args = None
+    try:
+        args = build_parser(tool).parse_args(argv)
+        _libbpf.set_verbose(args.verbose)
+        return _trace(tool, args)
+    except errors.KprobekitError as e:
+        _report(tool, e, args is not None and args.verbose)
+        return EXIT_ERROR
+    except (Stop, KeyboardInterrupt):
+        return EXIT_OK
+
+
+def _report(tool, e, verbose):
+    if verbose and e.log:
+        for line in e.log:
+            print(f"libbpf: {line}", file=sys.stderr)
+    print(f"kprobekit {tool.name}: {e}", file=sys.stderr)
+
+
+def _trace(tool, args):
+    # Signals stop the loop the same way; cleanup is in the finally clauses.
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    obj = stream = None
+    lost = 0
+    try:
+        obj, backend, message = setup(tool, args)
+        stream = events.open_stream(obj)
+        print(f"kprobekit: {message}", file=sys.stderr, flush=True)
+        run_ = Run(tool, args, backend)
+        sink = output.JsonSink(tool, run_) if args.json else output.TextSink(tool, run_)
+        sink.start()
+        try:
+            while True:
+                recs = stream.poll(250)
+                if recs:
+                    sink.write(recs)
+        except (Stop, KeyboardInterrupt):
+            pass
+        lost = stream.lost
+        sink.finish(lost)
+    except BrokenPipeError:
+        # the reader went away (e.g. `| head`): stop quietly
+        sys.stdout = None
+    finally:
+        # Ignore further signals while detaching, so a second Ctrl-C cannot leave half of it behind.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if stream is not None:
+            stream.close()
+        if obj is not None:
+            obj.close()
+        features.release()
+    if lost and not args.json:
+        print(f"kprobekit: lost {lost} events", file=sys.stderr)
+    return EXIT_OK
