@@ -224,11 +224,23 @@ class Globals:
         return iter(self._vars)
 
     def _view(self, name):
+        """A writable view of the variable's bytes, and its BTF type.
+
+        Before load that is libbpf's initial-value buffer.  After load, libbpf
+        1.1 does not remap that buffer onto the kernel map (only its skeleton
+        loader does), so the section is read from the map and written back.
+        """
         try:
             off, size, type_id = self._vars[name]
         except KeyError:
             raise NotFound(f"find {name} in {self._section}: no such variable "
                            f"(has: {', '.join(sorted(self._vars)) or 'none'})") from None
+        fd = lib.bpf_map__fd(self._map)
+        if fd >= 0:
+            buf = ctypes.create_string_buffer(lib.bpf_map__value_size(self._map))
+            key = ctypes.c_uint32(0)
+            _libbpf.check_int(lib.bpf_map_lookup_elem(fd, ctypes.byref(key), buf), f"read {self._section}")
+            return _Section(fd, buf, off, size), type_id
         n = ctypes.c_size_t()
         base = lib.bpf_map__initial_value(self._map, ctypes.byref(n))
         if not base:
@@ -269,6 +281,25 @@ class Globals:
 
     def _is_array(self, type_id):
         return self._obj.btf.resolve(type_id)[0].kind == KIND_ARRAY
+
+
+class _Section:
+    """One variable of a loaded global-data map; assigning a slice writes the section back."""
+
+    def __init__(self, fd, buf, off, size):
+        self._fd, self._buf, self._off, self._size = fd, buf, off, size
+
+    def __len__(self):
+        return self._size
+
+    def __bytes__(self):
+        return self._buf.raw[self._off:self._off + self._size]
+
+    def __setitem__(self, sl, data):
+        ctypes.memmove(ctypes.addressof(self._buf) + self._off, bytes(data), self._size)
+        key = ctypes.c_uint32(0)
+        _libbpf.check_int(lib.bpf_map_update_elem(self._fd, ctypes.byref(key), self._buf, 0),
+                          "write global data")
 
 
 def _signed_fmt(btf, type_id, size):

@@ -1,7 +1,21 @@
 """Text columns and JSON lines for a Tool's records."""
 
 import json
+import os
 import sys
+
+
+def emit(text):
+    """Writes all of text to stdout, straight to fd 1.
+
+    sys.stdout loses the rest of a large write interrupted by a signal
+    whose handler returns (seen on CPython 3.11: a pipe reader that is slow
+    when Ctrl-C arrives); os.write returns the partial count and we go on.
+    """
+    sys.stdout.flush()
+    view = memoryview(text.encode())
+    while view:
+        view = view[os.write(1, view):]
 
 
 def _getter(field, run):
@@ -45,8 +59,7 @@ class TextSink:
                 v = get(rec)
                 parts.append(dash if v is None else fmt.format(v))
             out.append(" ".join(parts).rstrip())
-        sys.stdout.write("\n".join(out) + "\n")
-        sys.stdout.flush()
+        emit("\n".join(out) + "\n")
 
     def finish(self, lost):
         pass
@@ -68,9 +81,8 @@ class JsonSink:
         dumps = json.dumps
         fields = self.fields
         lines = [dumps({k: jsonable(get(rec)) for k, get in fields}) for rec in recs]
-        sys.stdout.write("\n".join(lines) + "\n")
-        sys.stdout.flush()
+        emit("\n".join(lines) + "\n")
 
     def finish(self, lost):
         if lost:
-            print(json.dumps({"lost": lost}), flush=True)
+            emit(json.dumps({"lost": lost}) + "\n")

@@ -24,12 +24,14 @@ class _Parser(argparse.ArgumentParser):
         raise errors.UsageError(f"{message} — see --help")
 
 
-class Stop(Exception):
-    """SIGTERM or SIGINT: leave the poll loop and clean up."""
+class _StopFlag:
+    """Set by SIGINT/SIGTERM.  A flag, not an exception: an exception raised
+    mid-write would cut a JSON line in half.  The loop sees it within one
+    poll timeout."""
+    stop = False
 
-
-def _stop(signum, frame):
-    raise Stop()
+    def __call__(self, signum, frame):
+        self.stop = True
 
 
 def pid_arg(text):
@@ -176,7 +178,7 @@ def run(tool, argv):
     except errors.KprobekitError as e:
         _report(tool, e, args is not None and args.verbose)
         return EXIT_ERROR
-    except (Stop, KeyboardInterrupt):
+    except KeyboardInterrupt:
         return EXIT_OK
 
 
@@ -188,9 +190,10 @@ def _report(tool, e, verbose):
 
 
 def _trace(tool, args):
-    # Signals stop the loop the same way; cleanup is in the finally clauses.
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    # Signals stop the loop the same way; cleanup is in the finally clause.
+    flag = _StopFlag()
+    signal.signal(signal.SIGTERM, flag)
+    signal.signal(signal.SIGINT, flag)
     obj = stream = None
     lost = 0
     try:
@@ -200,13 +203,14 @@ def _trace(tool, args):
         run_ = Run(tool, args, backend)
         sink = output.JsonSink(tool, run_) if args.json else output.TextSink(tool, run_)
         sink.start()
-        try:
-            while True:
-                recs = stream.poll(250)
-                if recs:
-                    sink.write(recs)
-        except (Stop, KeyboardInterrupt):
-            pass
+        while not flag.stop:
+            recs = stream.poll(250)
+            if recs:
+                sink.write(recs)
+        # what arrived between the last poll and the signal
+        recs = stream.poll(0)
+        if recs:
+            sink.write(recs)
         lost = stream.lost
         sink.finish(lost)
     except BrokenPipeError:

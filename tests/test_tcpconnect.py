@@ -1,0 +1,222 @@
+"""kprobekit tcpconnect on the running kernel: exact events for connects this test makes."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import backend_params, bpf_ids, cli, kernel, kprobe_events_text
+from kprobekit.tools.tcpconnect import TOOL
+
+MY_COMM = open("/proc/self/comm").read().strip()
+
+
+def listener(family):
+    host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+    srv = socket.socket(family, socket.SOCK_STREAM)
+    srv.bind((host, 0))
+    srv.listen(16)
+    return srv, host, srv.getsockname()[1]
+
+
+def connect(family, host, port):
+    """Connects and returns the client's source port."""
+    c = socket.create_connection((host, port), timeout=5)
+    sport = c.getsockname()[1]
+    c.close()
+    return sport
+
+
+def closed_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def mine(events):
+    return [e for e in events if e["pid"] == os.getpid()]
+
+
+@pytest.mark.parametrize("backend", backend_params(TOOL))
+def test_ipv4_ipv6_and_refused(run_tool, backend):
+    srv4, h4, p4 = listener(socket.AF_INET)
+    srv6, h6, p6 = listener(socket.AF_INET6)
+    refused = closed_port()
+    tool = run_tool("tcpconnect", "--json", "--backend", backend, "-p", str(os.getpid()))
+    assert f"using {backend} backend" in tool.backend_line
+    sport4 = connect(socket.AF_INET, h4, p4)
+    sport6 = connect(socket.AF_INET6, h6, p6)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", refused), timeout=5)
+    events, err, rc = tool.stop()
+    assert rc == 0, err
+    tid = threading.get_native_id()
+    common = {"pid": os.getpid(), "tid": tid, "uid": os.getuid(), "comm": MY_COMM}
+    got = [{k: e[k] for k in ("pid", "tid", "uid", "comm", "ip", "saddr", "daddr", "sport", "dport")}
+           for e in events]
+    assert got[0] == dict(common, ip=4, saddr="127.0.0.1", daddr="127.0.0.1", sport=sport4, dport=p4)
+    assert got[1] == dict(common, ip=6, saddr="::1", daddr="::1", sport=sport6, dport=p6)
+    assert got[2]["dport"] == refused and got[2]["daddr"] == "127.0.0.1" and got[2]["sport"] > 0
+    assert {k: got[2][k] for k in common} == common
+    assert len(events) == 3
+    srv4.close()
+    srv6.close()
+
+
+@kernel
+def test_port_filter_in_kernel(run_tool):
+    srv_a, host, port_a = listener(socket.AF_INET)
+    srv_b, _, port_b = listener(socket.AF_INET)
+    tool = run_tool("tcpconnect", "--json", "-p", str(os.getpid()), "-P", f"{port_b},9")
+    connect(socket.AF_INET, host, port_a)
+    sport_b = connect(socket.AF_INET, host, port_b)
+    events, err, rc = tool.stop()
+    assert [(e["sport"], e["dport"]) for e in events] == [(sport_b, port_b)]
+    srv_a.close()
+    srv_b.close()
+
+
+@kernel
+@pytest.mark.parametrize("flag,want", [("-4", 4), ("-6", 6)])
+def test_family_filter(run_tool, flag, want):
+    srv4, h4, p4 = listener(socket.AF_INET)
+    srv6, h6, p6 = listener(socket.AF_INET6)
+    tool = run_tool("tcpconnect", "--json", flag, "-p", str(os.getpid()))
+    connect(socket.AF_INET, h4, p4)
+    connect(socket.AF_INET6, h6, p6)
+    events, err, rc = tool.stop()
+    assert [e["ip"] for e in events] == [want]
+    srv4.close()
+    srv6.close()
+
+
+@kernel
+def test_pid_filter_in_kernel(run_tool):
+    srv, host, port = listener(socket.AF_INET)
+    # A child that connects when told to; the test process connects too and must not be reported.
+    child = subprocess.Popen(
+        [sys.executable, "-c",
+         "import socket,sys; sys.stdin.readline(); "
+         f"c=socket.create_connection(('{host}', {port})); print(c.getsockname()[1], flush=True)"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        tool = run_tool("tcpconnect", "--json", "-p", str(child.pid))
+        connect(socket.AF_INET, host, port)
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        child_sport = int(child.stdout.readline())
+        child.wait(timeout=10)
+        events, err, rc = tool.stop()
+    finally:
+        child.kill()
+    assert [(e["pid"], e["sport"], e["dport"]) for e in events] == [(child.pid, child_sport, port)]
+    srv.close()
+
+
+@kernel
+def test_perf_buffer_transport(run_tool):
+    srv, host, port = listener(socket.AF_INET)
+    tool = run_tool("tcpconnect", "--json", "--buffer", "perf", "-p", str(os.getpid()))
+    sport = connect(socket.AF_INET, host, port)
+    events, err, rc = tool.stop()
+    assert [(e["sport"], e["dport"], e["comm"]) for e in events] == [(sport, port, MY_COMM)]
+    srv.close()
+
+
+@kernel
+def test_text_columns(run_tool):
+    srv, host, port = listener(socket.AF_INET)
+    t = run_tool("tcpconnect", "-t", "-U", "-L", "-p", str(os.getpid()))
+    sport = connect(socket.AF_INET, host, port)
+    time.sleep(0.5)
+    t.proc.send_signal(signal.SIGINT)
+    out, _ = t.proc.communicate(timeout=30)
+    lines = out.splitlines()
+    assert lines[0].split() == ["TIME(s)", "UID", "PID", "COMM", "IP", "SADDR", "LPORT", "DADDR", "DPORT"]
+    assert lines[1].split()[1:] == [str(os.getuid()), str(os.getpid()), MY_COMM, "4", "127.0.0.1",
+                                    str(sport), "127.0.0.1", str(port)]
+    srv.close()
+
+
+@kernel
+def test_lost_events_are_counted(run_tool):
+    """A stopped reader, a full ring buffer: every connect is either reported or counted lost."""
+    srv, host, port = listener(socket.AF_INET)
+    tool = run_tool("tcpconnect", "--json", "-p", str(os.getpid()))
+    tool.proc.send_signal(signal.SIGSTOP)
+    n = 4000      # 88-byte records: more than a 256 KiB ring buffer holds
+    for _ in range(n):
+        c = socket.create_connection((host, port))
+        c.close()
+        srv.accept()[0].close()
+    tool.proc.send_signal(signal.SIGCONT)
+    events, err, rc = tool.stop(settle=1.0)
+    lost = [e["lost"] for e in events if "lost" in e]
+    reported = [e for e in events if "lost" not in e]
+    assert lost and lost[0] > 0
+    assert len(reported) + lost[0] == n
+    srv.close()
+
+
+@kernel
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=["TERM", "INT", "KILL"])
+def test_nothing_left_behind(run_tool, sig):
+    before_progs, before_links = bpf_ids()
+    kprobes_before = kprobe_events_text()
+    tool = run_tool("tcpconnect", "--json")
+    during_progs, during_links = bpf_ids()
+    ours = (during_progs - before_progs, during_links - before_links)
+    assert ours[0], "the tool loaded no program?"
+    tool.proc.send_signal(sig)
+    tool.proc.communicate(timeout=60)
+    # program freeing after the last fd closes is deferred (RCU); give it a moment
+    for _ in range(50):
+        after_progs, after_links = bpf_ids()
+        if not (ours[0] & after_progs or ours[1] & after_links):
+            break
+        time.sleep(0.1)
+    assert not ours[0] & after_progs
+    assert not ours[1] & after_links
+    if sig == signal.SIGKILL:
+        # the next run removes whatever kprobe_events entries the killed one left
+        run_tool("tcpconnect", "--json").stop()
+    assert kprobe_events_text() == kprobes_before
+
+
+def test_bad_arguments_one_line_exit_2():
+    for argv in (["-p", "abc"], ["-p", "-4"], ["-p", "999999999"], ["-P", "0"], ["-P", "http"],
+                 ["-u", "x"], ["--backend", "nope"], ["--bogus"]):
+        rc, out, err = cli("tcpconnect", *argv)
+        assert rc == 2, (argv, err)
+        assert len(err.strip().splitlines()) == 1, (argv, err)
+        assert "Traceback" not in err and err.startswith("kprobekit tcpconnect: ")
+
+
+def test_unknown_command():
+    rc, out, err = cli("nosuchtool")
+    assert rc == 2 and "unknown command" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
+def test_not_root_is_one_line():
+    p = subprocess.run([sys.executable, "-m", "kprobekit.cli.main", "tcpconnect"],
+                       capture_output=True, text=True, user=65534, group=65534, timeout=60,
+                       env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+    assert p.returncode == 2, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and "run as root" in p.stderr, p.stderr
+
+
+def test_unavailable_backend_is_one_line():
+    from kprobekit import features
+    for b in TOOL.backends:
+        if not all(features.have(n) for n in b.needs):
+            rc, out, err = cli("tcpconnect", "--backend", b.name)
+            assert rc == 2 and len(err.strip().splitlines()) == 1, err
+            assert "unavailable" in err and "Traceback" not in err
