@@ -1,5 +1,6 @@
 """kprobekit tcpconnect on the running kernel: exact events for connects this test makes."""
 
+import ipaddress
 import os
 import signal
 import socket
@@ -10,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import backend_params, bpf_ids, cli, kernel, kprobe_events_text
+from conftest import backend_params, bpf_ids, cli, kernel, kprobe_events_text, requires
 from kprobekit.tools.tcpconnect import TOOL
 
 MY_COMM = open("/proc/self/comm").read().strip()
@@ -27,6 +28,14 @@ def listener(family):
 def connect(family, host, port):
     """Connects and returns the client's source port."""
     c = socket.create_connection((host, port), timeout=5)
+    sport = c.getsockname()[1]
+    c.close()
+    return sport
+
+
+def connect_v4_mapped(port):
+    c = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    c.connect(("::ffff:127.0.0.1", port))
     sport = c.getsockname()[1]
     c.close()
     return sport
@@ -55,6 +64,7 @@ def test_ipv4_ipv6_and_refused(run_tool, backend):
     sport6 = connect(socket.AF_INET6, h6, p6)
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", refused), timeout=5)
+    sport_mapped = connect_v4_mapped(p4)
     events, err, rc = tool.stop()
     assert rc == 0, err
     tid = threading.get_native_id()
@@ -65,7 +75,32 @@ def test_ipv4_ipv6_and_refused(run_tool, backend):
     assert got[1] == dict(common, ip=6, saddr="::1", daddr="::1", sport=sport6, dport=p6)
     assert got[2]["dport"] == refused and got[2]["daddr"] == "127.0.0.1" and got[2]["sport"] > 0
     assert {k: got[2][k] for k in common} == common
-    assert len(events) == 3
+    # an IPv6 socket reaching an IPv4 listener: reported once, as the IPv6 connect it is
+    mapped = str(ipaddress.IPv6Address("::ffff:127.0.0.1"))  # spelled as this Python spells it
+    assert got[3] == dict(common, ip=6, saddr=mapped, daddr=mapped, sport=sport_mapped, dport=p4)
+    assert len(events) == 4
+    srv4.close()
+    srv6.close()
+
+
+@pytest.mark.parametrize("_", [pytest.param("fentry-kprobe-tracepoint", id="fentry-kprobe-tracepoint",
+                                              marks=requires("fexit", "kprobe", "kretprobe", "tracepoint"))])
+def test_backends_agree(run_tool, _):
+    """The same connects, seen at once through every backend, give the same events."""
+    srv4, h4, p4 = listener(socket.AF_INET)
+    srv6, h6, p6 = listener(socket.AF_INET6)
+    refused = closed_port()
+    tools = {b.name: run_tool("tcpconnect", "--json", "--backend", b.name, "-p", str(os.getpid()))
+             for b in TOOL.backends}
+    connect(socket.AF_INET, h4, p4)
+    connect(socket.AF_INET6, h6, p6)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", refused), timeout=5)
+    connect_v4_mapped(p4)
+    keys = ("pid", "tid", "uid", "comm", "ip", "saddr", "daddr", "sport", "dport")
+    seen = {name: [{k: e[k] for k in keys} for e in t.stop()[0]] for name, t in tools.items()}
+    assert len(seen["tracepoint"]) == 4
+    assert seen["fentry"] == seen["kprobe"] == seen["tracepoint"]
     srv4.close()
     srv6.close()
 
