@@ -41,7 +41,9 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(SYSTEM_PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
-	ln -sf $(abspath $(VENV))/bin/kprobekit /usr/local/bin/kprobekit
+	@# our own entry point: pip's console script imports re (~3 ms) before doing anything
+	printf '#!%s\nimport sys\nfrom kprobekit.cli.main import main\nsys.exit(main())\n' "$(abspath $(PY))" > /usr/local/bin/kprobekit
+	chmod 755 /usr/local/bin/kprobekit
 	touch $@
 
 # The host suite, then the same privileged suite inside each stock kernel.

@@ -7,7 +7,6 @@ cannot change until reboot, in /run/kprobekit keyed by boot id, so a tool's
 start-up does not pay for probing each time.
 """
 
-import json
 import os
 
 from . import kernel
@@ -21,7 +20,8 @@ _PER_BOOT = {"btf", "kprobe", "kretprobe", "fentry", "fexit", "tracepoint", "tp_
 # A function present and traceable on every kernel kprobekit supports.
 PROBE_TARGET = "vfs_read"
 CACHE_DIR = "/run/kprobekit"
-CACHE_FILE = CACHE_DIR + "/features.json"
+# Lines: boot key, euid, then "name<TAB>0|1<TAB>reason" — plain text, so no json import at start-up.
+CACHE_FILE = CACHE_DIR + "/features"
 
 
 class Feature:
@@ -99,11 +99,14 @@ def _load_disk():
         _disk = {}
         try:
             with open(CACHE_FILE) as f:
-                data = json.load(f)
-            if data.get("boot") == _boot_key() and data.get("uid") == os.geteuid():
-                _disk = data.get("features", {})
-        except (OSError, ValueError):
-            pass
+                lines = f.read().split("\n")
+        except OSError:
+            return _disk
+        if lines[:2] == [_boot_key(), str(os.geteuid())]:
+            for line in lines[2:]:
+                parts = line.split("\t", 2)
+                if len(parts) == 3:
+                    _disk[parts[0]] = (parts[1] == "1", parts[2])
     return _disk
 
 
@@ -123,7 +126,9 @@ def _to_disk(f):
         os.makedirs(CACHE_DIR, mode=0o755, exist_ok=True)
         tmp = f"{CACHE_FILE}.{os.getpid()}"
         with open(tmp, "w") as f:
-            json.dump({"boot": _boot_key(), "uid": os.geteuid(), "features": disk}, f)
+            f.write(f"{_boot_key()}\n{os.geteuid()}\n")
+            for name, (ok, reason) in disk.items():
+                f.write(f"{name}\t{int(ok)}\t{reason}\n")
         os.replace(tmp, CACHE_FILE)
     except OSError:
         pass    # not root, or /run read-only: the in-process cache still holds

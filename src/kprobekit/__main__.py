@@ -1,0 +1,5 @@
+import sys
+
+from kprobekit.cli.main import main
+
+sys.exit(main())
