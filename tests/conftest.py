@@ -77,6 +77,7 @@ class Tool:
         time.sleep(settle)
         self.proc.send_signal(sig)
         out, err = self.proc.communicate(timeout=60)
+        self.stdout = out
         self.stderr = "".join(self.stderr_lines) + err
         return [json.loads(line) for line in out.splitlines() if line.startswith("{")], self.stderr, \
             self.proc.returncode
@@ -129,3 +130,22 @@ def kprobe_events_text():
         return ""
     with open(path) as f:
         return f.read()
+
+
+@pytest.fixture
+def netns():
+    """A fresh network namespace with loopback up: (name, inode); deleted after the test."""
+    name = f"kk-test-{os.getpid()}"
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield name, os.stat(f"/run/netns/{name}").st_ino
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=True)
+
+
+def in_netns(name, code):
+    """A Python child running `code` inside network namespace `name` (stdin/stdout pipes, text)."""
+    return subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-c", code],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

@@ -98,6 +98,36 @@ static __always_inline void kk_read_sock_addrs(const struct sock *sk, __u16 fami
 	}
 }
 
+/* The socket's network namespace, as its inode number (what `ls -l /proc/PID/ns/net` shows). */
+static __always_inline __u32 kk_sock_netns(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
+#define KK_S_IFMT	0170000
+#define KK_S_IFSOCK	0140000
+
+/*
+ * The socket behind file descriptor fd of the current task, or NULL when fd
+ * is not an open socket.  Lets syscall tracepoints (which only see an fd)
+ * read the same struct sock a kprobe on the socket layer would.
+ */
+static __always_inline struct socket *kk_socket_of_fd(int fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds, *file = NULL;
+
+	if (fd < 0 || !fdt || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+		return NULL;
+	if ((BPF_CORE_READ(file, f_inode, i_mode) & KK_S_IFMT) != KK_S_IFSOCK)
+		return NULL;
+	return BPF_CORE_READ(file, private_data);
+}
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #endif /* KPROBEKIT_BPF_H */

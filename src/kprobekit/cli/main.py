@@ -7,6 +7,8 @@ import sys
 # need not import every tool.
 COMMANDS = {
     "tcpconnect": ("kprobekit.tools.tcpconnect", "trace active TCP connections"),
+    "solisten": ("kprobekit.tools.solisten", "trace listen() on TCP sockets"),
+    "funclatency": ("kprobekit.tools.funclatency", "time kernel functions (log2 histogram, per call)"),
     "features": ("kprobekit.cli.features", "show which BPF features this kernel has"),
 }
 

@@ -61,6 +61,17 @@ def port_list(text):
     return ports
 
 
+def netns_arg(text):
+    """A network namespace by inode number (`ls -L -i /proc/PID/ns/net`, `lsns -t net`)."""
+    try:
+        inode = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid network namespace {text!r}: not an inode number") from None
+    if not 0 < inode < 2**32:
+        raise argparse.ArgumentTypeError(f"invalid network namespace {inode}: inode numbers are 1-4294967295")
+    return inode
+
+
 def uid_arg(text):
     try:
         uid = int(text)
@@ -228,3 +239,45 @@ def _trace(tool, args):
     if lost and not args.json:
         print(f"kprobekit: lost {lost} events", file=sys.stderr)
     return EXIT_OK
+
+
+def command_parser(name, description, examples=""):
+    """An argparse parser for a command that is not a declared Tool, with the common flags."""
+    p = _Parser(prog=f"kprobekit {name}", description=description, epilog=examples,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-v", "--verbose", action="store_true", help="show libbpf's log and error details")
+    return p
+
+
+def run_command(name, parser, argv, body):
+    """Runs body(args, stop) for commands with their own loop (funclatency, trace, ...).
+
+    `stop()` is true once SIGINT/SIGTERM arrived.  Errors become one line and
+    exit code 2, as for tools; every object still open is closed on the way out.
+    """
+    from .. import object as object_
+    args = None
+    flag = _StopFlag()
+    try:
+        args = parser.parse_args(argv)
+        _libbpf.set_verbose(getattr(args, "verbose", False))
+        signal.signal(signal.SIGTERM, flag)
+        signal.signal(signal.SIGINT, flag)
+        return body(args, lambda: flag.stop) or EXIT_OK
+    except errors.KprobekitError as e:
+        verbose = args is not None and getattr(args, "verbose", False)
+        if verbose and e.log:
+            for line in e.log:
+                print(f"libbpf: {line}", file=sys.stderr)
+        print(f"kprobekit {name}: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except BrokenPipeError:
+        sys.stdout = None
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return EXIT_OK
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        object_.close_all()
+        features.release()
