@@ -33,6 +33,16 @@ perf_lost_fn_t = CFUNCTYPE(None, c_void_p, c_int, c_uint64)
 ring_sample_fn_t = CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
 
 
+class kprobe_opts(ctypes.Structure):
+    # struct bpf_kprobe_opts, libbpf 1.1
+    _fields_ = [("sz", c_size_t), ("bpf_cookie", c_uint64), ("offset", c_size_t), ("retprobe", c_bool)]
+
+
+class tracepoint_opts(ctypes.Structure):
+    # struct bpf_tracepoint_opts
+    _fields_ = [("sz", c_size_t), ("bpf_cookie", c_uint64)]
+
+
 class btf_type(ctypes.Structure):
     # include/uapi/linux/btf.h: the union of size/type is one __u32
     _fields_ = [("name_off", c_uint32), ("info", c_uint32), ("size_or_type", c_uint32)]
@@ -65,6 +75,8 @@ _PROTOS = [
     ("bpf_program__attach", _opaque, [_opaque]),
     ("bpf_program__attach_kprobe", _opaque, [_opaque, c_bool, c_char_p]),
     ("bpf_program__attach_tracepoint", _opaque, [_opaque, c_char_p, c_char_p]),
+    ("bpf_program__attach_kprobe_opts", _opaque, [_opaque, c_char_p, c_void_p]),
+    ("bpf_program__attach_tracepoint_opts", _opaque, [_opaque, c_char_p, c_char_p, c_void_p]),
     ("bpf_program__attach_raw_tracepoint", _opaque, [_opaque, c_char_p]),
     ("bpf_program__attach_trace", _opaque, [_opaque]),
     ("bpf_program__attach_uprobe", _opaque, [_opaque, c_bool, c_int, c_char_p, c_size_t]),
@@ -84,6 +96,7 @@ _PROTOS = [
     ("bpf_map__btf_key_type_id", c_uint32, [_opaque]),
     ("bpf_map__btf_value_type_id", c_uint32, [_opaque]),
     ("bpf_map__initial_value", c_void_p, [_opaque, POINTER(c_size_t)]),
+    ("bpf_map__reuse_fd", c_int, [_opaque, c_int]),
     ("bpf_map_lookup_elem", c_int, [c_int, c_void_p, c_void_p]),
     ("bpf_map_update_elem", c_int, [c_int, c_void_p, c_void_p, c_uint64]),
     ("bpf_map_delete_elem", c_int, [c_int, c_void_p]),
@@ -111,6 +124,8 @@ _PROTOS = [
     # ids, for progtrace and leak checks
     ("bpf_prog_get_next_id", c_int, [c_uint32, POINTER(c_uint32)]),
     ("bpf_link_get_next_id", c_int, [c_uint32, POINTER(c_uint32)]),
+    ("bpf_prog_get_fd_by_id", c_int, [c_uint32]),
+    ("bpf_obj_get_info_by_fd", c_int, [c_int, c_void_p, POINTER(c_uint32)]),
 ]
 
 

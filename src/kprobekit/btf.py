@@ -161,6 +161,68 @@ class BTF:
     def layout(self, type_id):
         return Layout(self, type_id)
 
+    # --- functions and members, for probes on any kernel function ---
+
+    def functions(self):
+        """{name: FUNC type id} of every function this BTF describes (kernel BTF: the non-inlined ones)."""
+        if "functions" not in self._cache:
+            out = {}
+            by_id = lib.btf__type_by_id
+            for tid in range(1, lib.btf__type_cnt(self.ptr)):
+                c = by_id(self.ptr, tid).contents
+                if (c.info >> 24) & 0x1F == KIND_FUNC:
+                    out[self.name(c.name_off)] = tid
+            self._cache["functions"] = out
+        return self._cache["functions"]
+
+    def func_proto(self, name):
+        """([(param name, type id)], return type id) of a kernel function; NotFound if BTF lacks it."""
+        tid = self.functions().get(name)
+        if tid is None:
+            raise NotFound(f"find function {name!r}: not in kernel BTF")
+        proto = self.type(self.type(tid).ref)
+        return proto.params(self), proto.ref
+
+    def member(self, type_id, name):
+        """(member type id, byte offset) of a struct/union member, looking inside anonymous members."""
+        t, _ = self.resolve(type_id)
+        if t.kind not in (KIND_STRUCT, KIND_UNION):
+            raise NotFound(f"find member {name!r}: {self.type_name(type_id)} is not a struct or union")
+        for mname, mtype, bit_off, bits in t.members(self):
+            if mname == name:
+                if bits or bit_off % 8:
+                    raise NotFound(f"read member {name!r}: it is a bitfield")
+                return mtype, bit_off // 8
+            if not mname:
+                try:
+                    inner, off = self.member(mtype, name)
+                    return inner, bit_off // 8 + off
+                except NotFound:
+                    pass
+        raise NotFound(f"find member {name!r}: {self.type_name(type_id)} has no such member")
+
+    def member_names(self, type_id):
+        t, _ = self.resolve(type_id)
+        if t.kind not in (KIND_STRUCT, KIND_UNION):
+            return []
+        out = []
+        for mname, mtype, _, _ in t.members(self):
+            out.extend([mname] if mname else self.member_names(mtype))
+        return out
+
+    def type_name(self, type_id):
+        """C spelling of a type, e.g. 'struct sock *', '__be16', 'char[16]'."""
+        t = self.type(type_id)
+        if t.kind == KIND_PTR:
+            return self.type_name(t.ref) + " *" if t.ref else "void *"
+        if t.kind in _MODIFIERS:
+            return self.type_name(t.ref)
+        if t.kind == KIND_ARRAY:
+            elem, n = t.array_info()
+            return f"{self.type_name(elem)}[{n}]"
+        prefix = {KIND_STRUCT: "struct ", KIND_UNION: "union ", KIND_ENUM: "enum ", KIND_ENUM64: "enum "}
+        return prefix.get(t.kind, "") + (t.name or "void" if type_id else "void")
+
 
 class Errno(int):
     """0 or a negative errno; `.name` is e.g. 'EADDRINUSE', or None for 0."""

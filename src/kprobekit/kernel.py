@@ -110,3 +110,117 @@ def remove_stale_kprobes():
                     except OSError:
                         pass
     return removed
+
+
+# --- what can be probed ---
+
+def kallsyms_functions():
+    """Names of the kernel's text symbols (vmlinux and loaded modules), from /proc/kallsyms."""
+    names = set()
+    try:
+        with open("/proc/kallsyms") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and parts[1] in "tT":
+                    names.add(parts[2])
+    except OSError:
+        pass
+    return names
+
+
+def filter_functions():
+    """Functions ftrace (and so fentry) can hook: available_filter_functions, or None when unreadable."""
+    t = tracefs()
+    if t is None:
+        return None
+    try:
+        with open(t + "/available_filter_functions") as f:
+            # "tcp_v4_connect" or "nf_hook [nf_tables]"
+            return {line.split(None, 1)[0] for line in f if line.strip()}
+    except OSError:
+        return None
+
+
+def tracepoints():
+    """["category:name", ...] of every tracepoint tracefs knows."""
+    t = tracefs()
+    out = []
+    if t is None:
+        return out
+    events = t + "/events"
+    for cat in sorted(os.listdir(events)):
+        d = f"{events}/{cat}"
+        if not os.path.isdir(d):
+            continue
+        out.extend(f"{cat}:{name}" for name in sorted(os.listdir(d))
+                   if os.path.exists(f"{d}/{name}/format"))
+    return out
+
+
+class TracepointField:
+    __slots__ = ("name", "c_type", "offset", "size", "signed", "array", "data_loc")
+
+    def __init__(self, name, c_type, offset, size, signed):
+        self.name, self.c_type, self.offset, self.size, self.signed = name, c_type, offset, size, signed
+        # "char comm[16]" -> array; "__data_loc char[] name" -> a (u16 offset, u16 length) to dynamic data
+        self.data_loc = c_type.startswith("__data_loc")
+        self.array = "[" in c_type and not self.data_loc
+
+    @property
+    def is_string(self):
+        return (self.array or self.data_loc) and "char" in self.c_type
+
+    def __repr__(self):
+        return f"TracepointField({self.name!r}, {self.c_type!r}, offset={self.offset}, size={self.size})"
+
+
+def tracepoint_fields(category, name):
+    """The record layout of a tracepoint, from tracefs events/CAT/NAME/format; None if no such tracepoint.
+
+    Lines look like "\tfield:unsigned short family;\toffset:16;\tsize:2;\tsigned:0;"."""
+    t = tracefs()
+    if t is None:
+        return None
+    try:
+        with open(f"{t}/events/{category}/{name}/format") as f:
+            text = f.read()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    fields = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("field:"):
+            continue
+        parts = dict(p.strip().split(":", 1) for p in line.split(";") if ":" in p)
+        decl = parts["field"].strip()
+        base = decl.split("[", 1)[0].strip()
+        fname = base.split()[-1].lstrip("*")
+        c_type = decl[:decl.rindex(fname)].strip() + decl[decl.rindex(fname) + len(fname):]
+        fields.append(TracepointField(fname, c_type.strip(), int(parts["offset"]), int(parts["size"]),
+                                      parts.get("signed", "0").strip() == "1"))
+    return fields
+
+
+def syscall_tracepoint(name):
+    """The syscall a function name stands for, when syscalls:sys_enter_X and sys_exit_X exist: 'bind' for
+    'bind', 'sys_bind' or '__x64_sys_bind'; else None."""
+    t = tracefs()
+    if t is None:
+        return None
+    base = name
+    for prefix in ("__x64_sys_", "__ia32_sys_", "__arm64_sys_", "__se_sys_", "__do_sys_", "ksys_", "sys_"):
+        if base.startswith(prefix):
+            base = base[len(prefix):]
+            break
+    d = f"{t}/events/syscalls"
+    if os.path.isdir(f"{d}/sys_enter_{base}") and os.path.isdir(f"{d}/sys_exit_{base}"):
+        return base
+    return None
+
+
+def syscall_names():
+    t = tracefs()
+    d = f"{t}/events/syscalls" if t else None
+    if not d or not os.path.isdir(d):
+        return []
+    return sorted(n[len("sys_enter_"):] for n in os.listdir(d) if n.startswith("sys_enter_"))

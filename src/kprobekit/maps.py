@@ -97,6 +97,10 @@ class Map:
         if max_entries is not None:
             _libbpf.check_int(lib.bpf_map__set_max_entries(self._ptr, max_entries), what)
 
+    def reuse(self, other):
+        """Before load: share another loaded object's map (several objects, one ring buffer)."""
+        _libbpf.check_int(lib.bpf_map__reuse_fd(self._ptr, other.fd), f"share map {self.name}")
+
     @property
     def value_type_id(self):
         return lib.bpf_map__btf_value_type_id(self._ptr)

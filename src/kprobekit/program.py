@@ -1,5 +1,7 @@
 """A BPF program inside an object: choose whether it loads, where it attaches."""
 
+import ctypes
+
 from . import _libbpf
 from ._libbpf import lib
 from .errors import AttachError, KprobekitError
@@ -51,14 +53,25 @@ class Program:
         """Attaches where the section name says (kprobe/FUNC, tracepoint/CAT/NAME, fentry/FUNC, ...)."""
         return self._link(lib.bpf_program__attach(self._ptr), self.section.lstrip("?"))
 
-    def attach_kprobe(self, func, retprobe=False):
+    def attach_kprobe(self, func, retprobe=False, cookie=None):
+        """cookie: a number the program reads with bpf_get_attach_cookie() (one program, many targets)."""
         kind = "kretprobe" if retprobe else "kprobe"
-        return self._link(lib.bpf_program__attach_kprobe(self._ptr, retprobe, func.encode()),
-                          f"{kind} {func}")
+        if cookie is None:
+            ptr = lib.bpf_program__attach_kprobe(self._ptr, retprobe, func.encode())
+        else:
+            opts = _libbpf.kprobe_opts(sz=ctypes.sizeof(_libbpf.kprobe_opts), bpf_cookie=cookie,
+                                       retprobe=retprobe)
+            ptr = lib.bpf_program__attach_kprobe_opts(self._ptr, func.encode(), ctypes.byref(opts))
+        return self._link(ptr, f"{kind} {func}")
 
-    def attach_tracepoint(self, category, name):
-        return self._link(lib.bpf_program__attach_tracepoint(self._ptr, category.encode(), name.encode()),
-                          f"tracepoint {category}:{name}")
+    def attach_tracepoint(self, category, name, cookie=None):
+        if cookie is None:
+            ptr = lib.bpf_program__attach_tracepoint(self._ptr, category.encode(), name.encode())
+        else:
+            opts = _libbpf.tracepoint_opts(sz=ctypes.sizeof(_libbpf.tracepoint_opts), bpf_cookie=cookie)
+            ptr = lib.bpf_program__attach_tracepoint_opts(self._ptr, category.encode(), name.encode(),
+                                                          ctypes.byref(opts))
+        return self._link(ptr, f"tracepoint {category}:{name}")
 
     def attach_raw_tracepoint(self, name):
         return self._link(lib.bpf_program__attach_raw_tracepoint(self._ptr, name.encode()),

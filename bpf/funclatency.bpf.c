@@ -1,0 +1,182 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * funclatency: how long kernel functions take.  An entry hook stores the
+ * start time per (thread, function); the return hook adds the duration to a
+ * log2 histogram and, with --per-call, sends one event.  Three backends:
+ *   fentry    fentry+fexit; one object per function (the attach target is
+ *             fixed at load), all sharing this object's maps; func_id says
+ *             which function the object times
+ *   kprobe    one kprobe and one kretprobe program attached to every
+ *             function, the function's index passed as the attach cookie
+ *   syscalls  the same with syscalls:sys_enter_X / sys_exit_X tracepoints,
+ *             for kernels without kprobes
+ * A function that recurses into itself is timed from its innermost call.
+ */
+#include "kprobekit.bpf.h"
+
+#define MAX_SLOTS 64
+
+const volatile __u32 func_id = 0;	/* fentry backend: index of this object's function */
+const volatile __u64 unit_ns = 1;	/* histogram unit: 1, 1000 or 1000000 ns */
+const volatile bool per_call = false;	/* send one event per call */
+
+struct event {
+	__u64 duration_ns;
+	__s64 ret;
+	__u32 pid;
+	__u32 tid;
+	__u32 func;
+	char comm[TASK_COMM_LEN];
+};
+
+KK_EVENTS(struct event)
+
+struct start_key {
+	__u32 tid;
+	__u32 func;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 10240);
+	__type(key, struct start_key);
+	__type(value, __u64);
+} starts SEC(".maps");
+
+struct hist_key {
+	__u32 func;
+	__u32 slot;
+};
+
+/* (function, log2 slot) -> calls; user space reads, and clears it for -i */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct hist_key);
+	__type(value, __u64);
+} hist SEC(".maps");
+
+struct stats {
+	__u64 count;
+	__u64 total_ns;
+};
+
+/* function -> calls and time spent, for the average */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 256);	/* symbols.MAX_MATCHES */
+	__type(key, __u32);
+	__type(value, struct stats);
+} stats SEC(".maps");
+
+static __always_inline __u32 log2_slot(__u64 v)
+{
+	__u32 slot = 0;
+
+	/* bit length, as histogram.bucket_of() in user space */
+	for (int i = 0; i < MAX_SLOTS && v; i++) {
+		v >>= 1;
+		slot++;
+	}
+	return slot;
+}
+
+static __always_inline int on_entry(__u32 func)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct start_key key = { .tid = (__u32)pid_tgid, .func = func };
+	__u64 now;
+
+	if (!kk_pid_wanted(pid_tgid >> 32))
+		return 0;
+	now = bpf_ktime_get_ns();
+	bpf_map_update_elem(&starts, &key, &now, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int on_return(void *ctx, __u32 func, __s64 ret)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct start_key key = { .tid = (__u32)pid_tgid, .func = func };
+	struct hist_key hk = { .func = func };
+	__u64 *start, delta, one = 1, *count;
+	struct stats *st;
+	struct event *e;
+
+	start = bpf_map_lookup_elem(&starts, &key);
+	if (!start)
+		return 0;	/* entry before we attached, or filtered out there */
+	delta = bpf_ktime_get_ns() - *start;
+	bpf_map_delete_elem(&starts, &key);
+
+	hk.slot = log2_slot(delta / unit_ns);
+	count = bpf_map_lookup_elem(&hist, &hk);
+	if (count)
+		*count += 1;	/* per-CPU value: no atomics needed */
+	else
+		bpf_map_update_elem(&hist, &hk, &one, BPF_NOEXIST);
+
+	st = bpf_map_lookup_elem(&stats, &func);
+	if (st) {
+		st->count++;
+		st->total_ns += delta;
+	}
+	if (!per_call)
+		return 0;
+	e = kk_reserve();
+	if (!e)
+		return 0;
+	e->duration_ns = delta;
+	e->ret = ret;
+	e->pid = pid_tgid >> 32;
+	e->tid = (__u32)pid_tgid;
+	e->func = func;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	kk_submit(ctx, e);
+	return 0;
+}
+
+/* --- fentry backend: targets set from user space before load --- */
+
+SEC("?fentry")
+int BPF_PROG(fentry_entry)
+{
+	return on_entry(func_id);
+}
+
+SEC("?fexit")
+int BPF_PROG(fexit_return)
+{
+	__u64 ret = 0;
+
+	bpf_get_func_ret(ctx, &ret);
+	return on_return(ctx, func_id, (__s64)ret);
+}
+
+/* --- kprobe backend: attached from user space, cookie = function index --- */
+
+SEC("?kprobe")
+int BPF_KPROBE(kprobe_entry)
+{
+	return on_entry((__u32)bpf_get_attach_cookie(ctx));
+}
+
+SEC("?kretprobe")
+int BPF_KRETPROBE(kretprobe_return)
+{
+	return on_return(ctx, (__u32)bpf_get_attach_cookie(ctx), (__s64)PT_REGS_RC(ctx));
+}
+
+/* --- syscalls backend --- */
+
+SEC("?tracepoint")
+int sys_entry(struct trace_event_raw_sys_enter *ctx)
+{
+	return on_entry((__u32)bpf_get_attach_cookie(ctx));
+}
+
+SEC("?tracepoint")
+int sys_return(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_return(ctx, (__u32)bpf_get_attach_cookie(ctx), ctx->ret);
+}
