@@ -10,6 +10,10 @@ ARCH := $(shell uname -m | sed 's/x86_64/x86/; s/aarch64/arm64/')
 BPF_SRC := $(wildcard bpf/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,src/kprobekit/objects/%.bpf.o,$(BPF_SRC))
 BPF_HDR := $(wildcard bpf/include/*.h)
+# Headers for compiling users' programs at run time (kprobekit.compile), shipped as
+# package data so that an installed kprobekit needs neither this tree nor libbpf-dev.
+INCLUDE_DIR := src/kprobekit/include
+LIBBPF_HDRS := $(addprefix /usr/include/bpf/,bpf_helpers.h bpf_helper_defs.h bpf_core_read.h bpf_tracing.h bpf_endian.h)
 
 APT_PACKAGES := clang llvm libbpf-dev libbpf1 bpftool python3-venv iproute2 \
 	qemu-system-x86 linux-image-amd64 linux-image-6.12-amd64 busybox-static
@@ -27,7 +31,13 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-bpf: $(BPF_OBJ)
+bpf: $(BPF_OBJ) $(INCLUDE_DIR)/.copied
+
+$(INCLUDE_DIR)/.copied: $(BPF_HDR) $(LIBBPF_HDRS)
+	@mkdir -p $(INCLUDE_DIR)/bpf
+	cp $(BPF_HDR) $(INCLUDE_DIR)/
+	cp $(LIBBPF_HDRS) $(INCLUDE_DIR)/bpf/
+	@touch $@
 
 src/kprobekit/objects/%.bpf.o: bpf/%.bpf.c $(BPF_HDR)
 	@mkdir -p $(@D)
@@ -61,4 +71,4 @@ bench: bpf venv
 	$(PY) bench/run.py
 
 clean:
-	rm -rf src/kprobekit/objects/*.bpf.o build src/*.egg-info
+	rm -rf src/kprobekit/objects/*.bpf.o src/kprobekit/include build src/*.egg-info

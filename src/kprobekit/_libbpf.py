@@ -43,6 +43,12 @@ class tracepoint_opts(ctypes.Structure):
     _fields_ = [("sz", c_size_t), ("bpf_cookie", c_uint64)]
 
 
+class uprobe_opts(ctypes.Structure):
+    # struct bpf_uprobe_opts, libbpf 1.1
+    _fields_ = [("sz", c_size_t), ("ref_ctr_offset", c_size_t), ("bpf_cookie", c_uint64),
+                ("retprobe", c_bool), ("func_name", c_char_p)]
+
+
 class btf_type(ctypes.Structure):
     # include/uapi/linux/btf.h: the union of size/type is one __u32
     _fields_ = [("name_off", c_uint32), ("info", c_uint32), ("size_or_type", c_uint32)]
@@ -80,6 +86,7 @@ _PROTOS = [
     ("bpf_program__attach_raw_tracepoint", _opaque, [_opaque, c_char_p]),
     ("bpf_program__attach_trace", _opaque, [_opaque]),
     ("bpf_program__attach_uprobe", _opaque, [_opaque, c_bool, c_int, c_char_p, c_size_t]),
+    ("bpf_program__attach_uprobe_opts", _opaque, [_opaque, c_int, c_char_p, c_size_t, c_void_p]),
     ("bpf_link__destroy", c_int, [_opaque]),
     ("bpf_link__fd", c_int, [_opaque]),
     # map
@@ -149,13 +156,25 @@ log_lines = []
 _libc = ctypes.CDLL(None)
 _libc.vsnprintf.argtypes = [c_char_p, c_size_t, c_char_p, c_void_p]
 _fmt_buf = ctypes.create_string_buffer(4096)
+# x86-64 SysV: a va_list is a pointer to one 24-byte __va_list_tag, and va_copy is a
+# copy of that struct.  With a copy, a message longer than _fmt_buf (a verifier log
+# comes as one message) is formatted again at full length instead of losing its tail,
+# where the verifier's reason is.
+_VA_TAG_SIZE = 24 if os.uname().machine == "x86_64" else 0
+_va_copy = ctypes.create_string_buffer(max(_VA_TAG_SIZE, 1))
 
 
 @print_fn_t
 def _on_libbpf_print(level, fmt, va_list):
+    if _VA_TAG_SIZE:
+        ctypes.memmove(_va_copy, va_list, _VA_TAG_SIZE)
     n = _libc.vsnprintf(_fmt_buf, len(_fmt_buf), fmt, va_list)
+    buf = _fmt_buf
+    if n >= len(_fmt_buf) and _VA_TAG_SIZE:
+        buf = ctypes.create_string_buffer(n + 1)
+        _libc.vsnprintf(buf, n + 1, fmt, _va_copy)
     if n > 0:
-        line = _fmt_buf.value.decode(errors="replace").rstrip("\n")
+        line = buf.value.decode(errors="replace").rstrip("\n")
         if level != LIBBPF_DEBUG or _debug:
             log_lines.append(line)
             if _echo:

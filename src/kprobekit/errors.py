@@ -53,6 +53,19 @@ class VerifierError(KprobekitError):
     """The kernel's verifier rejected a program; `log` holds its output."""
 
 
+class CompileError(KprobekitError):
+    """clang rejected a BPF C program; the message ends with clang's own."""
+
+    def __init__(self, message, *, clang_output="", **kw):
+        super().__init__(message, **kw)
+        self.clang_output = clang_output
+
+    def __str__(self):
+        lines = self.clang_output.rstrip().splitlines()
+        shown = lines[:20] + ([f"... ({len(lines) - 20} more lines)"] if len(lines) > 20 else [])
+        return "\n".join([super().__str__()] + ["  " + ln for ln in shown])
+
+
 class AttachError(KprobekitError):
     """A program loaded but could not be attached to its target."""
 

@@ -140,15 +140,40 @@ def load_error(name, err, log):
     text = "\n".join(log)
     what = f"load {name}"
     if "BEGIN PROG LOAD LOG" in text:
-        verifier = text.split("BEGIN PROG LOAD LOG", 1)[1].split("END PROG LOAD LOG", 1)[0]
-        lines = [ln for ln in verifier.splitlines() if ln.strip() and not ln.startswith("--")]
-        tail = "; ".join(lines[-3:]) if lines else os.strerror(err)
+        head, rest = text.split("BEGIN PROG LOAD LOG", 1)
+        prog = head.rsplit("prog '", 1)[1].split("'", 1)[0] if "prog '" in head else ""
+        verifier = rest.split("END PROG LOAD LOG", 1)[0]
+        lines = [ln.rstrip() for ln in verifier.splitlines() if ln.strip() and not ln.startswith("--")]
         if err in (1, 13) and not lines:
             return PermissionDenied(f"{what}: {os.strerror(err)}", errno=err, log=log, hint=ROOT_HINT)
-        return VerifierError(f"{what}: rejected by the verifier: {tail}", errno=err, log=log)
+        return verifier_error(what, prog, err, lines, log)
     if err in (1, 13):
         return PermissionDenied(f"{what}: {os.strerror(err)}", errno=err, log=log, hint=ROOT_HINT)
     return KprobekitError.from_errno(err, what, log)
+
+
+def verifier_error(what, prog, err, lines, log):
+    """A VerifierError whose message names the program, the C source line and the verifier's last words.
+
+    With BTF line info (clang -g) the verifier prints the C line before the
+    instructions it checks, as "; <source>" (Linux >= 6.4 adds " @ file:line").
+    """
+    end = len(lines)
+    # the statistics lines after the verdict say nothing about the cause
+    while end > 1 and lines[end - 1].startswith(("processed ", "verification time", "stack depth")):
+        end -= 1
+    # the source line is in the message's first line; the tail keeps instructions and the verdict
+    tail = [ln for ln in lines[:end] if not ln.startswith(";")][-3:] or [os.strerror(err)]
+    source = next((ln[1:].strip() for ln in reversed(lines[:end]) if ln.startswith(";")), "")
+    where = ""
+    if " @ " in source:
+        source, where = source.rsplit(" @ ", 1)
+    prog_part = f"program '{prog}' " if prog else ""
+    at = f" at {where}" if where else ""
+    head = f"{what}: {prog_part}rejected by the verifier{at}" + (f": {source}" if source else "")
+    e = VerifierError("\n".join([head] + ["  " + ln for ln in tail]), errno=err, log=log)
+    e.program, e.source_line, e.location, e.verifier_tail = prog, source, where, tail
+    return e
 
 
 def close_all():

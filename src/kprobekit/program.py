@@ -81,9 +81,15 @@ class Program:
         """fentry/fexit/tp_btf to the target chosen at load."""
         return self._link(lib.bpf_program__attach_trace(self._ptr), self.section.lstrip("?"))
 
-    def attach_uprobe(self, binary, offset, pid=-1, retprobe=False):
-        return self._link(lib.bpf_program__attach_uprobe(self._ptr, retprobe, pid, str(binary).encode(), offset),
-                          f"uprobe {binary}+{offset:#x}")
+    def attach_uprobe(self, binary, offset=0, pid=-1, retprobe=False, symbol=None):
+        """At binary+offset, or at a function (symbol, plus offset) libbpf finds in the ELF symbols."""
+        if symbol is None:
+            return self._link(lib.bpf_program__attach_uprobe(self._ptr, retprobe, pid, str(binary).encode(),
+                                                             offset), f"uprobe {binary}+{offset:#x}")
+        opts = _libbpf.uprobe_opts(sz=ctypes.sizeof(_libbpf.uprobe_opts), retprobe=retprobe,
+                                   func_name=symbol.encode())
+        ptr = lib.bpf_program__attach_uprobe_opts(self._ptr, pid, str(binary).encode(), offset, ctypes.byref(opts))
+        return self._link(ptr, f"uprobe {binary}:{symbol}" + (f"+{offset:#x}" if offset else ""))
 
 
 def require_loaded(prog):

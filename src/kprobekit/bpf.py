@@ -1,0 +1,355 @@
+"""The API for writing one's own tools: `BPF` and `run`.
+
+    from kprobekit import BPF, run
+
+    def main():
+        with BPF(src_file="hello.bpf.c") as b:      # compile (cached), load, attach
+            for line in b.trace_pipe():
+                print(line.pid, line.msg)
+
+    run(main)
+
+`BPF` compiles C source with clang (once: objects are cached, see
+compiler.py) or opens a prebuilt .bpf.o, sets `.rodata` constants, loads,
+and attaches every program whose section names its hook.  Then it hands
+out maps (Python mappings), event streams decoded from BTF, bpf_printk
+lines and histograms.  Everything it created is released by close(), which
+`with` calls.
+"""
+
+import os
+import sys
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+
+from . import events as _events
+from . import features
+from ._libbpf import MAP_PERF_EVENT_ARRAY, MAP_RINGBUF, lib
+from .btf import KIND_STRUCT, KIND_TYPEDEF, KIND_UNION
+from .errors import KprobekitError, NotFound, NotSupported, UsageError
+from .object import Object
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+# section kind -> the feature (features.HOOKS) it needs; sections not listed are not checked
+_NEEDS = {"kprobe": "kprobe", "ksyscall": "kprobe", "kretprobe": "kretprobe", "kretsyscall": "kretprobe",
+          "fentry": "fentry", "fmod_ret": "fentry", "fexit": "fexit", "tracepoint": "tracepoint",
+          "tp": "tracepoint", "tp_btf": "tp_btf", "raw_tp": "raw_tp", "raw_tracepoint": "raw_tp"}
+# section kinds libbpf can attach from the section name alone, when a target follows the slash
+_AUTO_ATTACH = set(_NEEDS) | {"uprobe", "uretprobe", "usdt", "lsm", "iter"}
+_WORDS = {"kprobe": "kprobes", "kretprobe": "kretprobes", "tracepoint": "tracepoints",
+          "fentry": "fentry", "fexit": "fexit"}
+
+
+class BPF:
+    """One BPF program file, compiled or prebuilt, loaded and attached.
+
+    Exactly one of `text` (C source), `src_file` (a .bpf.c file) or
+    `obj_file` (a compiled .bpf.o) says what to load.
+
+    rodata      values for `const volatile` globals, set before load
+    programs    load only these programs (by function name); default: every
+                program whose section is not "?"-prefixed
+    autoattach  attach each loaded program where its section says
+                (kprobe/FUNC, tracepoint/CAT/NAME, fentry/FUNC, uprobe/PATH:FUNC ...)
+    buffer      "auto", "ring" or "perf": transport of the `events` map when
+                the program uses KK_EVENTS() from kprobekit.bpf.h
+    load        False stops after open: set b.rodata, then call b.load()
+    """
+
+    def __init__(self, text: Optional[str] = None, *, src_file: Optional[PathLike] = None,
+                 obj_file: Optional[PathLike] = None, name: Optional[str] = None,
+                 rodata: Optional[Mapping[str, Any]] = None, programs: Optional[Iterable[str]] = None,
+                 autoattach: bool = True, buffer: str = "auto", cflags: Sequence[str] = (),
+                 cache_dir: Optional[PathLike] = None, load: bool = True):
+        if sum(x is not None for x in (text, src_file, obj_file)) != 1:
+            raise UsageError("create BPF: give exactly one of text=, src_file= or obj_file=")
+        if buffer not in ("auto", "ring", "perf"):
+            raise UsageError(f"create BPF: buffer must be 'auto', 'ring' or 'perf', not {buffer!r}")
+        self.compiled = False   # True when this start ran clang (a cache miss)
+        if obj_file is not None:
+            path = os.fspath(obj_file)
+        else:
+            from .compiler import compile
+            path, self.compiled = compile(text, src_file=src_file, name=name or "bpf", cflags=cflags,
+                                          cache=os.fspath(cache_dir) if cache_dir else None)
+        self.path = path
+        self.object = Object(path)
+        if name or text is not None:
+            self.object.name = name or "bpf"
+        self.name = self.object.name
+        self.autoattach = autoattach
+        self._buffer = buffer
+        self._streams = {}
+        self._trace = None
+        try:
+            if programs is not None:
+                self.object.set_autoload(programs)
+            for var, value in (rodata or {}).items():
+                self.object.rodata[var] = value
+            if load:
+                self.load()
+        except BaseException:
+            self.close()
+            raise
+
+    def __repr__(self):
+        return f"<BPF {self.name} {self.path}>"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # --- configure, load, attach ---
+
+    @property
+    def rodata(self):
+        """`const volatile` globals by name: set before load()."""
+        return self.object.rodata
+
+    @property
+    def bss(self):
+        """Zero-initialised globals by name: live values after load."""
+        return self.object.bss
+
+    @property
+    def programs(self):
+        return self.object.programs
+
+    def program(self, name: str):
+        return self.object.program(name)
+
+    def load(self) -> "BPF":
+        self._check_hooks(p for p in self.object.programs.values() if p.autoload)
+        obj = self.object
+        if "events" in obj.maps and "kk_scratch" in obj.maps:
+            use_perf = self._buffer == "perf" or (self._buffer == "auto" and not features.have("ringbuf"))
+            _events.prepare(obj, use_perf)
+        obj.load()
+        if self.autoattach:
+            for prog in obj.programs.values():
+                if prog.fd >= 0 and _auto_attachable(prog.section):
+                    prog.attach()
+        return self
+
+    def _check_hooks(self, progs):
+        """Refuses, before load, a program whose hook this kernel lacks, with the reason features.py found."""
+        for prog in progs:
+            feature = _NEEDS.get(prog.kind)
+            if feature and not features.have(feature):
+                raise NotSupported(
+                    f"load {self.name}: program {prog.name} needs {_WORDS.get(feature, feature)} "
+                    f"(SEC(\"{prog.section.lstrip('?')}\")): {features.probe(feature).reason}",
+                    feature=feature, hint="choose another hook with programs=[...] (see kprobekit.features)")
+
+    def attach_kprobe(self, program: str, function: str, *, retprobe: bool = False):
+        """Attaches a kprobe (or kretprobe) program to a kernel function; returns the Link."""
+        prog = self._loaded(program)
+        self._need("kretprobe" if retprobe else "kprobe", prog)
+        return prog.attach_kprobe(function, retprobe)
+
+    def attach_kretprobe(self, program: str, function: str):
+        return self.attach_kprobe(program, function, retprobe=True)
+
+    def attach_tracepoint(self, program: str, tracepoint: str):
+        """tracepoint: "category:name" (or "category/name"), e.g. "syscalls:sys_enter_openat"."""
+        prog = self._loaded(program)
+        self._need("tracepoint", prog)
+        category, sep, name = tracepoint.replace("/", ":").partition(":")
+        if not sep:
+            raise UsageError(f"attach {program}: tracepoint {tracepoint!r} is not CATEGORY:NAME")
+        return prog.attach_tracepoint(category, name)
+
+    def attach_raw_tracepoint(self, program: str, tracepoint: str):
+        prog = self._loaded(program)
+        self._need("raw_tp", prog)
+        return prog.attach_raw_tracepoint(tracepoint)
+
+    def attach_uprobe(self, program: str, binary: PathLike, symbol: Optional[str] = None, *,
+                      offset: int = 0, pid: int = -1, retprobe: bool = False):
+        """Attaches to a function (symbol, plus offset) or an address (offset) of an executable or library."""
+        prog = self._loaded(program)
+        return prog.attach_uprobe(os.fspath(binary), offset, pid=pid, retprobe=retprobe, symbol=symbol)
+
+    def _loaded(self, name):
+        prog = self.object.program(name)
+        if prog.fd < 0:
+            raise UsageError(f"attach {name}: program not loaded — list it in programs=[...], "
+                             f"or drop the '?' from its SEC()")
+        return prog
+
+    def _need(self, feature, prog):
+        if not features.have(feature):
+            raise NotSupported(f"attach {prog.name}: {_WORDS.get(feature, feature)} unavailable: "
+                               f"{features.probe(feature).reason}", feature=feature)
+
+    @property
+    def links(self):
+        return self.object.links
+
+    # --- maps ---
+
+    @property
+    def maps(self):
+        """The program's own maps by name (not libbpf's .rodata/.bss/... sections)."""
+        return {n: m for n, m in self.object.maps.items() if not n.startswith(".") and "." not in n}
+
+    def map(self, name: str):
+        return self.object.map(name)
+
+    def __getitem__(self, name: str):
+        return self.object.map(name)
+
+    def __contains__(self, name: str):
+        return name in self.object.maps
+
+    # --- output ---
+
+    def events(self, name: str = "events", *, struct: Optional[str] = None):
+        """A stream of records from a ring buffer or perf buffer map, decoded by the struct's BTF.
+
+        `struct` names the record type (a struct or typedef in the program);
+        without it the type declared with KK_EVENTS() is used.  Returns the
+        same stream when asked twice.
+        """
+        stream = self._streams.get(name)
+        if stream is None:
+            m = self.object.map(name)
+            layout = self._layout(name, struct)
+            if m.type == MAP_RINGBUF:
+                lost = _events._bss_counter(self.object, "kk_lost") if name == "events" else None
+                reader = _events.RingBuffer(m, layout, lost)
+            elif m.type == MAP_PERF_EVENT_ARRAY:
+                reader = _events.PerfBuffer(m, layout)
+            else:
+                raise UsageError(f"read events from map {name}: it is neither a ring buffer nor a perf "
+                                 f"event array (map type {m.type})")
+            stream = self._streams[name] = EventStream(reader)
+        return stream
+
+    def _layout(self, map_name, struct):
+        btf = self.object.btf
+        if struct is None:
+            if "kk_scratch" in self.object.maps and map_name == "events":
+                return _events.event_layout(self.object)
+            raise UsageError(f"read events from map {map_name}: which record type? pass struct='NAME' "
+                             f"(structs in {self.name}: {_struct_names(btf)})")
+        for kind in (KIND_STRUCT, KIND_UNION, KIND_TYPEDEF):
+            tid = lib.btf__find_by_name_kind(btf.ptr, struct.encode(), kind)
+            if tid > 0:
+                return btf.layout(tid)
+        raise NotFound(f"find struct {struct!r} in {self.name}: no such type "
+                       f"(structs: {_struct_names(btf)})")
+
+    def trace_pipe(self):
+        """bpf_printk lines (TraceLine: task, pid, cpu, flags, ts, msg), read from a trace_pipe of our own."""
+        if self._trace is None:
+            from .tracepipe import TracePipe
+            self._trace = TracePipe()
+        return self._trace
+
+    def trace_print(self, file=None):
+        """Prints bpf_printk lines as "TASK PID MESSAGE" until interrupted."""
+        out = file or sys.stdout
+        for line in self.trace_pipe():
+            print(f"{line.task:<16} {line.pid:<7} {line.msg}", file=out, flush=True)
+
+    def histogram(self, map_name: str):
+        """{bucket: count} of a map whose keys are bucket numbers (per-CPU values summed)."""
+        out = {}
+        for key, value in self.object.map(map_name).items():
+            if not isinstance(key, int):
+                raise UsageError(f"read histogram {map_name}: keys must be integers (bucket numbers)")
+            out[key] = sum(value) if isinstance(value, list) else value
+        return out
+
+    def print_log2_hist(self, map_name: str, unit: str = "value", *, file=None):
+        """Prints a map of log2 buckets (bucket = bit length of the value) as bcc does."""
+        from .histogram import print_log2
+        print_log2(self.histogram(map_name), unit, file=file)
+
+    def print_linear_hist(self, map_name: str, unit: str = "value", *, step: int = 1, base: int = 0, file=None):
+        from .histogram import print_linear
+        print_linear(self.histogram(map_name), unit, step=step, base=base, file=file)
+
+    def close(self):
+        for stream in self._streams.values():
+            stream.close()
+        self._streams.clear()
+        if self._trace is not None:
+            self._trace.close()
+            self._trace = None
+        if getattr(self, "object", None) is not None:
+            self.object.close()
+        features.release()
+
+
+class EventStream:
+    """Decoded records from a ring or perf buffer: `poll(timeout)`, or iterate (blocks until interrupted)."""
+
+    def __init__(self, reader):
+        self._reader = reader
+        self.layout = reader.layout
+
+    @property
+    def fields(self):
+        return [f.name for f in self.layout.fields]
+
+    @property
+    def lost(self) -> int:
+        """Records that never reached user space (buffer full)."""
+        return self._reader.lost
+
+    def fileno(self):
+        return self._reader.fileno()
+
+    def poll(self, timeout: Optional[float] = None):
+        """The records that arrived within timeout seconds (None: wait until some do)."""
+        return self._reader.poll(-1 if timeout is None else int(timeout * 1000))
+
+    def __iter__(self):
+        while True:
+            yield from self._reader.poll(-1)
+
+    def close(self):
+        self._reader.close()
+
+
+def run(main, *args) -> "NoReturn":  # noqa: F821
+    """Runs a tool's main(): a KprobekitError becomes one message on stderr and exit code 2;
+    Ctrl-C and SIGTERM end it cleanly (`with` blocks close) with exit code 0."""
+    import signal
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
+    prog = os.path.basename(sys.argv[0] or "kprobekit").rsplit(".py", 1)[0]
+    try:
+        rc = main(*args)
+    except KeyboardInterrupt:
+        rc = 0
+    except KprobekitError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        rc = 2
+    except BrokenPipeError:
+        sys.stdout = None
+        rc = 0
+    sys.exit(rc or 0)
+
+
+def _auto_attachable(section):
+    kind, _, target = section.lstrip("?").partition("/")
+    return kind.split(".", 1)[0] in _AUTO_ATTACH and bool(target)
+
+
+def _struct_names(btf, limit=15):
+    from .btf import KIND_STRUCT as S
+    names = []
+    for tid in range(1, lib.btf__type_cnt(btf.ptr)):
+        t = btf.type(tid)
+        if t.kind == S and t.name and not t.name.startswith(("__", "trace_event_raw_", "bpf_")):
+            names.append(t.name)
+    names = sorted(set(names))
+    shown = ", ".join(names[:limit])
+    return (shown + f", ... ({len(names) - limit} more)") if len(names) > limit else (shown or "none")
