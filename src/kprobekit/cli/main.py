@@ -9,6 +9,7 @@ COMMANDS = {
     "tcpconnect": ("kprobekit.tools.tcpconnect", "trace active TCP connections"),
     "solisten": ("kprobekit.tools.solisten", "trace listen() on TCP sockets"),
     "bindsnoop": ("kprobekit.tools.bindsnoop", "trace bind() on IPv4/IPv6 sockets"),
+    "tcpaccept": ("kprobekit.tools.tcpaccept", "trace passive TCP connections (accept)"),
     "funclatency": ("kprobekit.tools.funclatency", "time kernel functions (log2 histogram, per call)"),
     "features": ("kprobekit.cli.features", "show which BPF features this kernel has"),
 }
