@@ -75,6 +75,15 @@ static __always_inline void kk_submit(void *ctx, event_t *e)			\
 		bpf_ringbuf_submit(e, 0);				\
 }
 
+/*
+ * KK_RECORD(struct foo) puts a type into the object's BTF so that user space
+ * can decode records of it (BPF(...).events(MAP, struct="foo")).  A type used
+ * only by local variables is not in BTF; a global pointer to it is enough.
+ */
+#define KK_RECORD(type) __attribute__((unused)) type *___KK_CAT(kk_record_, __LINE__)
+#define ___KK_CAT(a, b) ___KK_CAT2(a, b)
+#define ___KK_CAT2(a, b) a##b
+
 static __always_inline bool kk_pid_wanted(__u32 tgid)
 {
 	return !filter_pid || filter_pid == tgid;

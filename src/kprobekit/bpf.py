@@ -240,7 +240,9 @@ class BPF:
             if tid > 0:
                 return btf.layout(tid)
         raise NotFound(f"find struct {struct!r} in {self.name}: no such type "
-                       f"(structs: {_struct_names(btf)})")
+                       f"(structs: {_struct_names(btf)})",
+                       hint=f"a type used only by local variables is not in BTF: add KK_RECORD({struct}) "
+                            f"after its definition")
 
     def trace_pipe(self):
         """bpf_printk lines (TraceLine: task, pid, cpu, flags, ts, msg), read from a trace_pipe of our own."""
@@ -256,12 +258,14 @@ class BPF:
             print(f"{line.task:<16} {line.pid:<7} {line.msg}", file=out, flush=True)
 
     def histogram(self, map_name: str):
-        """{bucket: count} of a map whose keys are bucket numbers (per-CPU values summed)."""
+        """{bucket: count} of a map whose keys are bucket numbers (per-CPU values summed, empty buckets left out)."""
         out = {}
         for key, value in self.object.map(map_name).items():
             if not isinstance(key, int):
                 raise UsageError(f"read histogram {map_name}: keys must be integers (bucket numbers)")
-            out[key] = sum(value) if isinstance(value, list) else value
+            count = sum(value) if isinstance(value, list) else value
+            if count:       # an array map has every bucket, most of them empty
+                out[key] = count
         return out
 
     def print_log2_hist(self, map_name: str, unit: str = "value", *, file=None):

@@ -238,7 +238,7 @@ class Globals:
             off, size, type_id = self._vars[name]
         except KeyError:
             raise NotFound(f"find {name} in {self._section}: no such variable "
-                           f"(has: {', '.join(sorted(self._vars)) or 'none'})") from None
+                           f"(has: {', '.join(sorted(n for n in self._vars if '.' not in n)) or 'none'})") from None
         fd = lib.bpf_map__fd(self._map)
         if fd >= 0:
             buf = ctypes.create_string_buffer(lib.bpf_map__value_size(self._map))

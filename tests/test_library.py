@@ -1,0 +1,389 @@
+"""The public API (kprobekit.BPF and friends) on the real kernel: a user's program compiled from a
+string, its events, maps, bpf_printk lines and histograms asserted exactly; the compile cache;
+errors a person can read."""
+
+import ctypes
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import bpf_ids, kernel, requires
+from kprobekit import BPF, compiler, errors, features
+
+MY_COMM = open("/proc/self/comm").read().strip()
+
+# Every event of this program is a kill() made by this test process (target_pid).
+KILLS = r"""
+#include "kprobekit.bpf.h"
+
+const volatile __u32 target_pid = 0;
+
+struct event {
+	__u32 pid;
+	__s32 sig;
+	__u32 target;
+	char comm[TASK_COMM_LEN];
+};
+KK_EVENTS(struct event)
+
+struct kill_evt {
+	__u64 target;
+	__u32 sig;
+};
+KK_RECORD(struct kill_evt);
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+} out SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u64);
+} counts SEC(".maps");
+
+SEC("tracepoint/syscalls/sys_enter_kill")
+int on_kill(struct trace_event_raw_sys_enter *ctx)
+{
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+	__u32 sig = ctx->args[1];
+	__u64 one = 1, *n;
+	struct kill_evt k = {};
+	struct event *e;
+
+	if (pid != target_pid)
+		return 0;
+	n = bpf_map_lookup_elem(&counts, &sig);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+	else
+		bpf_map_update_elem(&counts, &sig, &one, BPF_ANY);
+	k.target = ctx->args[0];
+	k.sig = sig;
+	bpf_perf_event_output(ctx, &out, BPF_F_CURRENT_CPU, &k, sizeof(k));
+	bpf_printk("kill token %d sig %d", pid, sig);
+	e = kk_reserve();
+	if (!e)
+		return 0;
+	e->pid = pid;
+	e->sig = sig;
+	e->target = ctx->args[0];
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	kk_submit(ctx, e);
+	return 0;
+}
+"""
+
+tracepoints = requires("tracepoint")
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Compiled objects go to a cache of this test session, never to the system's."""
+    d = tmp_path_factory.getbasetemp() / "kprobekit-cache"
+    d.mkdir(mode=0o755, exist_ok=True)
+    monkeypatch.setenv("KPROBEKIT_CACHE", str(d))
+    return d
+
+
+def collect(stream, n, timeout=20):
+    got = []
+    deadline = time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < deadline:
+        got.extend(stream.poll(0.5))
+    return got
+
+
+def our_ids(b):
+    """(program ids, link ids) of a BPF's loaded programs and links, to check they go away."""
+    from kprobekit._libbpf import lib
+    ids = []
+    for fds in ([p.fd for p in b.programs.values() if p.fd >= 0], [ln.fd for ln in b.links]):
+        out = set()
+        for fd in fds:
+            info, n = ctypes.create_string_buffer(256), ctypes.c_uint32(256)
+            assert lib.bpf_obj_get_info_by_fd(fd, info, ctypes.byref(n)) == 0
+            out.add(struct.unpack_from("=I", info, 4)[0])     # bpf_prog_info/bpf_link_info: type, id
+        ids.append(out)
+    return tuple(ids)
+
+
+def assert_gone(ids):
+    progs, links = bpf_ids()
+    assert not ids[0] & progs and not ids[1] & links, "programs or links outlived close()"
+
+
+def kill_self(*sigs):
+    for sig in sigs:
+        os.kill(os.getpid(), sig)
+
+
+@pytest.mark.unit
+def test_import_is_lazy():
+    code = ("import sys, kprobekit; kprobekit.__version__; "
+            "print(sorted(m for m in ('ctypes', 'json', 'subprocess', 'hashlib', 'kprobekit.bpf') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@tracepoints
+@pytest.mark.parametrize("buffer", ["ring", "perf"])
+def test_string_program_events_maps_exact(buffer):
+    if buffer == "ring" and not features.have("ringbuf"):
+        pytest.skip(f"ringbuf: {features.probe('ringbuf').reason}")
+    pid = os.getpid()
+    with BPF(text=KILLS, name="kills", rodata={"target_pid": pid}, buffer=buffer) as b:
+        stream = b.events()
+        assert stream.fields == ["pid", "sig", "target", "comm"]
+        # a user-named perf map and struct: a perf buffer sees only what comes after it is opened
+        out = b.events("out", struct="kill_evt")
+        kill_self(0, signal.SIGWINCH, 0)
+        got = collect(stream, 3)
+        assert [(e.pid, e.sig, e.target, e.comm) for e in got] == [
+            (pid, 0, pid, MY_COMM), (pid, signal.SIGWINCH, pid, MY_COMM), (pid, 0, pid, MY_COMM)]
+        assert dict(b["counts"].items()) == {0: 2, signal.SIGWINCH: 1}
+        assert b["counts"][0] == 2 and 1 not in b["counts"]
+        assert stream.lost == 0
+        ids = our_ids(b)
+        assert [(k.target, k.sig) for k in collect(out, 3)] == [(pid, 0), (pid, signal.SIGWINCH), (pid, 0)]
+    assert_gone(ids)
+
+
+@tracepoints
+def test_second_start_does_not_compile(private_cache, tmp_path):
+    src = tmp_path / "counter.bpf.c"
+    hdr = tmp_path / "counter.h"
+    hdr.write_text("#define STEP 1\n")
+    src.write_text(KILLS.replace('#include "kprobekit.bpf.h"', '#include "kprobekit.bpf.h"\n#include "counter.h"'))
+    before = compiler.compiles
+    with BPF(src_file=src) as b:
+        assert b.compiled and b.name == "counter"
+        path, mtime = b.path, os.stat(b.path).st_mtime_ns
+    assert compiler.compiles == before + 1
+    with BPF(src_file=src) as b:
+        assert not b.compiled and b.path == path
+    assert compiler.compiles == before + 1, "clang ran although the object was cached"
+    assert os.stat(path).st_mtime_ns == mtime
+    # an edited header (not the .c file) is seen through clang's dependency list
+    time.sleep(0.01)
+    hdr.write_text("#define STEP 2\n")
+    with BPF(src_file=src) as b:
+        assert b.compiled
+    assert compiler.compiles == before + 2
+    # a different kernel release or flags is another cache entry
+    with BPF(src_file=src, cflags=["-DKK_TEST_EXTRA=1"]) as b:
+        assert b.compiled and b.path != path
+
+
+@tracepoints
+def test_prebuilt_object_and_explicit_attach():
+    text = KILLS.replace('SEC("tracepoint/syscalls/sys_enter_kill")', 'SEC("tracepoint")')
+    path, _ = compiler.compile(text, name="explicit")
+    pid = os.getpid()
+    with BPF(obj_file=path, rodata={"target_pid": pid}) as b:
+        assert b.links == []        # no target in the section: nothing attached by itself
+        kill_self(0)
+        link = b.attach_tracepoint("on_kill", "syscalls:sys_enter_kill")
+        assert b.links == [link]
+        kill_self(signal.SIGWINCH)
+        assert [e.sig for e in collect(b.events(), 1)] == [signal.SIGWINCH]
+
+
+@tracepoints
+def test_trace_pipe_lines_of_our_printk():
+    pid = os.getpid()
+    with BPF(text=KILLS, name="printk", rodata={"target_pid": pid}) as b:
+        pipe = b.trace_pipe()
+        assert pipe.instance and os.path.isdir(pipe.instance)
+        kill_self(0, signal.SIGWINCH)
+        lines, deadline = [], time.monotonic() + 20
+        while len(lines) < 2 and time.monotonic() < deadline:
+            lines += [ln for ln in pipe.poll(0.5) if ln.msg.startswith(f"kill token {pid} ")]
+        instance = pipe.instance
+    assert [(ln.pid, ln.task, ln.msg) for ln in lines] == [
+        (pid, MY_COMM, f"kill token {pid} sig 0"), (pid, MY_COMM, f"kill token {pid} sig {int(signal.SIGWINCH)}")]
+    assert not os.path.exists(instance), "the tracefs instance outlived close()"
+
+
+WRITES = r"""
+#include "kprobekit.bpf.h"
+
+const volatile __u32 target_pid = 0;
+const volatile int target_fd = -1;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u64);
+} dist SEC(".maps");
+
+SEC("tracepoint/syscalls/sys_enter_write")
+int on_write(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 *slot, count = ctx->args[2];
+	__u32 bucket = 0;
+
+	if (bpf_get_current_pid_tgid() >> 32 != target_pid || (int)ctx->args[0] != target_fd)
+		return 0;
+	while (count && bucket < 63) {		/* bit length: 0, 1, 2-3, 4-7, ... */
+		count >>= 1;
+		bucket++;
+	}
+	slot = bpf_map_lookup_elem(&dist, &bucket);
+	if (slot)
+		__sync_fetch_and_add(slot, 1);
+	return 0;
+}
+"""
+
+
+@tracepoints
+def test_log2_histogram_from_a_map(capsys):
+    with open(os.devnull, "wb", buffering=0) as null:
+        with BPF(text=WRITES, name="writes", rodata={"target_pid": os.getpid(), "target_fd": null.fileno()}) as b:
+            for size in (1, 3, 3, 100, 5000):
+                null.write(b"x" * size)
+            assert b.histogram("dist") == {1: 1, 2: 2, 7: 1, 13: 1}
+            b.print_log2_hist("dist", "bytes")
+    out = capsys.readouterr().out.splitlines()
+    assert "bytes" in out[0] and "distribution" in out[0]
+    rows = {ln.split(":")[0].strip(): int(ln.split(":")[1].split("|")[0]) for ln in out[1:]}
+    assert rows["2 -> 3"] == 2 and rows["64 -> 127"] == 1 and rows["4096 -> 8191"] == 1
+    assert rows["8 -> 15"] == 0 and len(rows) == 13
+
+
+BAD_POINTER = r"""
+#include "kprobekit.bpf.h"
+
+SEC("tracepoint/syscalls/sys_enter_kill")
+int bad(struct trace_event_raw_sys_enter *ctx)
+{
+	int *p = (int *)(long)ctx->args[0];
+
+	return *p + 1;	/* no bpf_probe_read: the verifier says no */
+}
+"""
+
+
+@tracepoints
+def test_verifier_error_shows_source_line_and_reason():
+    with pytest.raises(errors.VerifierError) as exc:
+        BPF(text=BAD_POINTER, name="badptr")
+    e = exc.value
+    first, *tail = str(e).splitlines()
+    assert first.startswith("load badptr: program 'bad' rejected by the verifier")
+    assert e.program == "bad" and e.source_line == "return *p + 1;\t/* no bpf_probe_read: the verifier says no */"
+    assert first.endswith(e.source_line)
+    assert any("invalid mem access" in ln for ln in tail) and 1 <= len(tail) <= 3
+    if e.location:      # Linux >= 6.4 names the file and line
+        assert e.location == "badptr.bpf.c:9" and "at badptr.bpf.c:9:" in first
+
+
+@pytest.mark.unit
+def test_compile_error_shows_clangs_message():
+    with pytest.raises(errors.CompileError) as exc:
+        compiler.compile('#include "kprobekit.bpf.h"\nint f(void) { return undefined_thing; }\n', name="typo")
+    text = str(exc.value)
+    assert text.splitlines()[0] == "compile typo: clang failed"
+    assert "typo.bpf.c:2:22: error: use of undeclared identifier 'undefined_thing'" in text
+
+
+@pytest.mark.unit
+def test_missing_clang_says_what_to_do(monkeypatch):
+    monkeypatch.setenv("KPROBEKIT_CLANG", "/nonexistent/clang")
+    with pytest.raises(errors.MissingDependency) as exc:
+        compiler.compile("int x;  /* never compiled before */ int y;", name="noclang")
+    assert "compile noclang: cannot run /nonexistent/clang" in str(exc.value)
+
+
+@tracepoints
+def test_missing_names_list_what_exists():
+    with BPF(text=KILLS, name="names", load=False) as b:
+        with pytest.raises(errors.NotFound, match=r"find target_tid in .rodata: no such variable \(has: filter_pid, kk_perfbuf, target_pid\)"):
+            b.rodata["target_tid"] = 1
+        b.load()
+        with pytest.raises(errors.NotFound, match=r"find map 'count' in names: no such map \(has: counts, "
+                                                  r"events, kk_scratch, out\)"):
+            b["count"]
+        with pytest.raises(errors.NotFound, match=r"find struct 'kill_event' in names: no such type "
+                                                  r"\(structs: .*\bkill_evt\b"):
+            b.events("out", struct="kill_event")
+        with pytest.raises(errors.UsageError, match=r"which record type\? pass struct="):
+            b.events("out")
+    with pytest.raises(errors.NotFound, match=r"find program 'onkill' in names2: no such program \(has: on_kill\)"):
+        BPF(text=KILLS, name="names2", programs=["onkill"])
+
+
+KPROBE = r"""
+#include "kprobekit.bpf.h"
+
+__u64 calls = 0;
+
+SEC("kprobe/vfs_read")
+int BPF_KPROBE(on_vfs_read)
+{
+	__sync_fetch_and_add(&calls, 1);
+	return 0;
+}
+"""
+
+
+@kernel
+def test_missing_hook_is_refused_before_load_with_the_reason():
+    if features.have("kprobe"):
+        with BPF(text=KPROBE, name="kp") as b:
+            os.read(os.open("/proc/self/comm", os.O_RDONLY), 64)
+            assert b.bss["calls"] > 0
+        return
+    with pytest.raises(errors.NotSupported) as exc:
+        BPF(text=KPROBE, name="kp")
+    assert str(exc.value).startswith(f'load kp: program on_vfs_read needs kprobes (SEC("kprobe/vfs_read")): '
+                                     f'{features.probe("kprobe").reason}')
+    assert exc.value.feature == "kprobe"
+
+
+UPROBE = r"""
+#include "kprobekit.bpf.h"
+
+const volatile __u32 target_pid = 0;
+__u64 calls = 0;
+
+SEC("uprobe")
+int on_getppid(void *ctx)
+{
+	if (bpf_get_current_pid_tgid() >> 32 == target_pid)
+		__sync_fetch_and_add(&calls, 1);
+	return 0;
+}
+"""
+
+
+def libc_path():
+    with open("/proc/self/maps") as f:
+        for line in f:
+            if "/libc.so" in line or "/libc-" in line:
+                return line.split()[-1]
+    pytest.skip("no libc mapped")
+
+
+@kernel
+def test_uprobe_by_symbol_and_no_leaks():
+    with BPF(text=UPROBE, name="up", rodata={"target_pid": os.getpid()}) as b:
+        link = b.attach_uprobe("on_getppid", libc_path(), "getppid")
+        ids = our_ids(b)
+        assert len(ids[0]) == 1 and len(ids[1]) == 1
+        assert "getppid" in link.target
+        for _ in range(3):
+            os.getppid()
+        assert b.bss["calls"] == 3
+    assert_gone(ids)
