@@ -10,7 +10,9 @@ COMMANDS = {
     "solisten": ("kprobekit.tools.solisten", "trace listen() on TCP sockets"),
     "bindsnoop": ("kprobekit.tools.bindsnoop", "trace bind() on IPv4/IPv6 sockets"),
     "tcpaccept": ("kprobekit.tools.tcpaccept", "trace passive TCP connections (accept)"),
+    "tcpstates": ("kprobekit.tools.tcpstates", "trace TCP state changes"),
     "funclatency": ("kprobekit.tools.funclatency", "time kernel functions (log2 histogram, per call)"),
+    "trace": ("kprobekit.tools.trace", "trace functions and tracepoints with fetched arguments"),
     "features": ("kprobekit.cli.features", "show which BPF features this kernel has"),
 }
 
