@@ -78,6 +78,24 @@ def _pid_alive(pid):
     return True
 
 
+def remove_stale_instances():
+    """Removes tracefs instances kprobekit_<pid>_* of dead processes (an instance holding a probe
+    enabled would keep the probe from being removed)."""
+    t = tracefs(mount=False)
+    removed = []
+    if t is None or not os.path.isdir(t + "/instances"):
+        return removed
+    for name in os.listdir(t + "/instances"):
+        pid = name[len("kprobekit_"):].split("_", 1)[0]
+        if name.startswith("kprobekit_") and pid.isdigit() and not _pid_alive(int(pid)):
+            try:
+                os.rmdir(f"{t}/instances/{name}")
+                removed.append(f"instances/{name}")
+            except OSError:
+                pass
+    return removed
+
+
 def remove_stale_kprobes():
     """Removes kprobe_events entries left by a kprobekit process that died without cleaning up.
 
@@ -85,10 +103,10 @@ def remove_stale_kprobes():
     (kprobekit_<pid>_...); an entry is stale when its pid is gone.  Returns the
     names removed.
     """
+    removed = remove_stale_instances()
     path = kprobe_events()
     if path is None:
-        return []
-    removed = []
+        return removed
     try:
         with open(path) as f:
             lines = f.read().splitlines()
