@@ -11,8 +11,10 @@ COMMANDS = {
     "bindsnoop": ("kprobekit.tools.bindsnoop", "trace bind() on IPv4/IPv6 sockets"),
     "tcpaccept": ("kprobekit.tools.tcpaccept", "trace passive TCP connections (accept)"),
     "tcpstates": ("kprobekit.tools.tcpstates", "trace TCP state changes"),
+    "tcplife": ("kprobekit.tools.tcplife", "trace TCP sessions with duration and bytes"),
     "funclatency": ("kprobekit.tools.funclatency", "time kernel functions (log2 histogram, per call)"),
     "trace": ("kprobekit.tools.trace", "trace functions and tracepoints with fetched arguments"),
+    "list": ("kprobekit.tools.list", "list probeable kernel functions and tracepoints (and why not)"),
     "features": ("kprobekit.cli.features", "show which BPF features this kernel has"),
 }
 

@@ -19,7 +19,8 @@ def owner_comm(rec, run):
     return rec.comm if rec.pid else None
 
 
-OWNER_HELP = ("PID/COMM: the task that owns the socket, known from its connect(), listen() or close(); "
-              "transitions the kernel makes on its own (the server side of a handshake, the peer's FIN "
-              "or RST, timers) are attributed to that task, and print '-' (JSON null) for a socket no "
-              "task has acted on since tracing began (e.g. an accepted socket before its close()).")
+OWNER_HELP = """\
+PID/COMM: the task that owns the socket, known from its connect(), listen() or close().
+Transitions the kernel makes on its own (the server side of a handshake, the peer's FIN or
+RST, timers) are attributed to that task, and print '-' (JSON null) for a socket no task
+has acted on since tracing began (e.g. an accepted socket before its close())."""

@@ -1,0 +1,56 @@
+"""tcplife: TCP sessions with duration and bytes, reported at close.  BPF side: bpf/tcplife.bpf.c."""
+
+from ..cli.runner import port_list
+from ..tool import Backend, Column, Flag, Option, Tool
+from ._tcp import OWNER_HELP, owner_comm, owner_pid
+
+
+def _time(rec, run):
+    return run.elapsed(rec.ts_ns)
+
+
+def _span_ms(rec, run):
+    return rec.span_ns / 1e6
+
+
+TOOL = Tool(
+    "tcplife",
+    "Trace TCP sessions: duration and bytes, reported when they close.",
+    description="Trace TCP sessions: duration and bytes, reported when they close.\n\n"
+                "TX: bytes the peer acknowledged, RX: bytes received: the kernel's tcp_sock.bytes_acked\n"
+                "and bytes_received (as bcc's tcplife), which also count the SYN and FIN each side sent\n"
+                "(their sequence numbers): at most 2 more than the data.  Sessions opened before\n"
+                "tracing began are not reported.\n\n" + OWNER_HELP + "\n-p PID selects by that owner.",
+    backends=[
+        Backend("tp_btf", ["btf_set_state"], needs=["tp_btf"],
+                note="tp_btf on inet_sock_set_state (typed struct sock *)"),
+        Backend("tracepoint", ["tp_set_state"], needs=["tracepoint"], note="sock:inet_sock_set_state"),
+    ],
+    options=[
+        Flag("-t", "--timestamp", help="include a TIME(s) column"),
+        Flag("-4", "--ipv4", help="trace IPv4 only", rodata=("filter_family", 2)),
+        Flag("-6", "--ipv6", help="trace IPv6 only", rodata=("filter_family", 10)),
+        Option("-L", "--localport", type=port_list, rodata="filter_lports", metavar="PORT[,PORT...]",
+               help="local ports to trace (filtered in the kernel)"),
+        Option("-D", "--remoteport", type=port_list, rodata="filter_rports", metavar="PORT[,PORT...]",
+               help="remote ports to trace (filtered in the kernel)"),
+    ],
+    columns=[
+        Column("TIME(s)", 9, _time, when="timestamp", fmt="{:<9.3f}"),
+        Column("PID", 7, owner_pid),
+        Column("COMM", 16, owner_comm),
+        Column("LADDR", 16, "laddr"),
+        Column("LPORT", 5, "lport"),
+        Column("RADDR", 16, "raddr"),
+        Column("RPORT", 5, "rport"),
+        Column("TX_KB", 6, lambda rec, run: rec.tx_bytes // 1024, right=True),
+        Column("RX_KB", 6, lambda rec, run: rec.rx_bytes // 1024, right=True),
+        Column("MS", 9, _span_ms, fmt="{:>9.2f}", right=True),
+    ],
+    json_fields=[("pid", owner_pid), ("comm", owner_comm), "ip", "laddr", "lport", "raddr", "rport",
+                 "tx_bytes", "rx_bytes", ("span_ms", _span_ms), ("time_s", _time)],
+    examples="""examples:
+  kprobekit tcplife                 # all TCP sessions
+  kprobekit tcplife -L 80 -t        # local port 80, with time
+  kprobekit tcplife -p 181 --json""",
+)
