@@ -185,3 +185,21 @@ def test_inet_bind_release(example):
     counts = {ln.split(":")[0].strip(): int(ln.split(":")[1].split("|")[0]) for ln in hist if "->" in ln}
     low = 1 << (took.bit_length() - 1)
     assert counts[f"{low} -> {2 * low - 1}"] >= 1
+
+
+# --- the tool docs/library.md builds ---
+
+@requires("tracepoint")
+def test_opensnoop_from_the_docs(example, tmp_path):
+    ex = example("opensnoop.py", "-p", str(os.getpid()))
+    assert ex.header.split() == ["PID", "COMM", "PATH"]
+    path = tmp_path / "opened-by-the-test"
+    for _ in range(2):
+        with open(path, "w"):
+            pass
+    lines, err, rc = ex.stop()
+    assert rc == 0, err
+    events = [ln.split(None, 2) for ln in lines[:-1]]
+    assert all(e[:2] == [str(os.getpid()), MY_COMM] for e in events)
+    assert [e[2] for e in events].count(str(path)) == 2
+    assert lines[-1] == f"opens by pid: {os.getpid()}={len(events)}"

@@ -28,11 +28,12 @@ __all__ = sorted(n for n in _EXPORTS if n != "compile") + sorted(_MODULES)
 
 
 def __getattr__(name):
-    import importlib
+    # __import__ rather than importlib.import_module: importing importlib costs ~2 ms
     if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        module = __import__(f"{__name__}.{_EXPORTS[name]}", fromlist=[name])
+        value = getattr(module, name)
     elif name in _MODULES:
-        value = importlib.import_module(f".{name}", __name__)
+        value = __import__(f"{__name__}.{name}", fromlist=["_"])
     else:
         raise AttributeError(f"module 'kprobekit' has no attribute {name!r}")
     globals()[name] = value

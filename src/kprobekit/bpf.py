@@ -17,9 +17,10 @@ lines and histograms.  Everything it created is released by close(), which
 `with` calls.
 """
 
+from __future__ import annotations     # annotations stay text: no `typing` import (~15 ms) at start-up
+
 import os
 import sys
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 from . import events as _events
 from . import features
@@ -27,8 +28,6 @@ from ._libbpf import MAP_PERF_EVENT_ARRAY, MAP_RINGBUF, lib
 from .btf import KIND_STRUCT, KIND_TYPEDEF, KIND_UNION
 from .errors import KprobekitError, NotFound, NotSupported, UsageError
 from .object import Object
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 # section kind -> the feature (features.HOOKS) it needs; sections not listed are not checked
 _NEEDS = {"kprobe": "kprobe", "ksyscall": "kprobe", "kretprobe": "kretprobe", "kretsyscall": "kretprobe",
@@ -56,11 +55,11 @@ class BPF:
     load        False stops after open: set b.rodata, then call b.load()
     """
 
-    def __init__(self, text: Optional[str] = None, *, src_file: Optional[PathLike] = None,
-                 obj_file: Optional[PathLike] = None, name: Optional[str] = None,
-                 rodata: Optional[Mapping[str, Any]] = None, programs: Optional[Iterable[str]] = None,
-                 autoattach: bool = True, buffer: str = "auto", cflags: Sequence[str] = (),
-                 cache_dir: Optional[PathLike] = None, load: bool = True):
+    def __init__(self, text: str | None = None, *, src_file: str | os.PathLike | None = None,
+                 obj_file: str | os.PathLike | None = None, name: str | None = None,
+                 rodata: dict[str, object] | None = None, programs: list[str] | None = None,
+                 autoattach: bool = True, buffer: str = "auto", cflags: list[str] | tuple = (),
+                 cache_dir: str | os.PathLike | None = None, load: bool = True):
         if sum(x is not None for x in (text, src_file, obj_file)) != 1:
             raise UsageError("create BPF: give exactly one of text=, src_file= or obj_file=")
         if buffer not in ("auto", "ring", "perf"):
@@ -166,7 +165,7 @@ class BPF:
         self._need("raw_tp", prog)
         return prog.attach_raw_tracepoint(tracepoint)
 
-    def attach_uprobe(self, program: str, binary: PathLike, symbol: Optional[str] = None, *,
+    def attach_uprobe(self, program: str, binary: str | os.PathLike, symbol: str | None = None, *,
                       offset: int = 0, pid: int = -1, retprobe: bool = False):
         """Attaches to a function (symbol, plus offset) or an address (offset) of an executable or library."""
         prog = self._loaded(program)
@@ -206,7 +205,7 @@ class BPF:
 
     # --- output ---
 
-    def events(self, name: str = "events", *, struct: Optional[str] = None):
+    def events(self, name: str = "events", *, struct: str | None = None) -> EventStream:
         """A stream of records from a ring buffer or perf buffer map, decoded by the struct's BTF.
 
         `struct` names the record type (a struct or typedef in the program);
@@ -308,7 +307,7 @@ class EventStream:
     def fileno(self):
         return self._reader.fileno()
 
-    def poll(self, timeout: Optional[float] = None):
+    def poll(self, timeout: float | None = None) -> list:
         """The records that arrived within timeout seconds (None: wait until some do)."""
         return self._reader.poll(-1 if timeout is None else int(timeout * 1000))
 
@@ -320,7 +319,7 @@ class EventStream:
         self._reader.close()
 
 
-def run(main, *args) -> "NoReturn":  # noqa: F821
+def run(main, *args) -> NoReturn:  # noqa: F821
     """Runs a tool's main(): a KprobekitError becomes one message on stderr and exit code 2;
     Ctrl-C and SIGTERM end it cleanly (`with` blocks close) with exit code 0."""
     import signal
