@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import backend_params, bpf_ids, cli, kernel, kprobe_events_text, requires
+from conftest import backend_params, bpf_ids, cli, in_netns, kernel, kprobe_events_text, requires
 from kprobekit.tools.tcpconnect import TOOL
 
 MY_COMM = open("/proc/self/comm").read().strip()
@@ -255,3 +255,147 @@ def test_unavailable_backend_is_one_line():
             rc, out, err = cli("tcpconnect", "--backend", b.name)
             assert rc == 2 and len(err.strip().splitlines()) == 1, err
             assert "unavailable" in err and "Traceback" not in err
+
+
+# --- --lat, -x, --netns, --cgroup ---
+
+LAT_KEYS = ("pid", "comm", "ip", "daddr", "dport", "ret", "errno")
+
+
+@pytest.mark.parametrize("backend", backend_params(TOOL))
+def test_latency_and_failures(run_tool, backend):
+    srv4, h4, p4 = listener(socket.AF_INET)
+    srv6, h6, p6 = listener(socket.AF_INET6)
+    refused = closed_port()
+    tool = run_tool("tcpconnect", "--json", "--backend", backend, "-p", str(os.getpid()), "--lat", "-x")
+    sport4 = connect(socket.AF_INET, h4, p4)
+    sport6 = connect(socket.AF_INET6, h6, p6)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", refused), timeout=5)
+    # failures inside tcp_v{4,6}_connect, before any SYN: no route to a multicast group,
+    # a link-local address without an interface
+    with pytest.raises(OSError) as unreach:
+        socket.socket().connect(("224.0.0.1", 9))
+    assert unreach.value.errno == 101
+    with pytest.raises(OSError) as inval:
+        socket.socket(socket.AF_INET6).connect(("fe80::1", 9))
+    assert inval.value.errno == 22
+    events, err, rc = tool.stop()
+    assert rc == 0, err
+    me = {"pid": os.getpid(), "comm": MY_COMM}
+    got = [{k: e[k] for k in LAT_KEYS} for e in events]
+    want = [dict(me, ip=4, daddr=h4, dport=p4, ret=0, errno=None),
+            dict(me, ip=6, daddr=h6, dport=p6, ret=0, errno=None),
+            dict(me, ip=4, daddr="127.0.0.1", dport=refused, ret=-111, errno="ECONNREFUSED")]
+    if backend != "tracepoint":     # the tracepoint never sees a connect that sent no SYN
+        want += [dict(me, ip=4, daddr="224.0.0.1", dport=9, ret=-101, errno="ENETUNREACH"),
+                 dict(me, ip=6, daddr="fe80::1", dport=9, ret=-22, errno="EINVAL")]
+    assert got == want
+    assert [e["sport"] for e in events[:2]] == [sport4, sport6]
+    assert events[0]["lat_us"] > 0 and events[1]["lat_us"] > 0
+    assert all(e["lat_us"] is None for e in events[2:])
+    srv4.close()
+    srv6.close()
+
+
+@pytest.mark.parametrize("backend", backend_params(TOOL))
+def test_without_lat_or_x(run_tool, backend):
+    """Default: no latency; a connect reported at its SYN has no known outcome yet."""
+    srv, host, port = listener(socket.AF_INET)
+    tool = run_tool("tcpconnect", "--json", "--backend", backend, "-p", str(os.getpid()))
+    connect(socket.AF_INET, host, port)
+    with pytest.raises(OSError):
+        socket.socket().connect(("224.0.0.1", 9))     # failed before a SYN: only with -x
+    events, err, rc = tool.stop()
+    assert [(e["dport"], e["lat_us"]) for e in events] == [(port, None)]
+    known = backend == "tracepoint"
+    assert (events[0]["ret"], events[0]["errno"]) == ((0, None) if known else (None, None))
+    srv.close()
+
+
+@kernel
+def test_lat_and_ret_text_columns(run_tool):
+    srv, host, port = listener(socket.AF_INET)
+    refused = closed_port()
+    t = run_tool("tcpconnect", "--lat", "-x", "-p", str(os.getpid()))
+    connect(socket.AF_INET, host, port)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", refused), timeout=5)
+    t.stop()
+    lines = t.stdout.splitlines()
+    assert lines[0].split() == ["PID", "COMM", "IP", "SADDR", "DADDR", "DPORT", "LAT(ms)", "RET"]
+    ok, bad = lines[1].split(), lines[2].split()
+    assert ok[:6] == [str(os.getpid()), MY_COMM, "4", "127.0.0.1", "127.0.0.1", str(port)]
+    assert float(ok[6]) > 0 and ok[7] == "0"
+    assert bad[5:] == [str(refused), "-", "ECONNREFUSED"]
+    assert lines[0].index("RET") == lines[2].index("ECONNREFUSED")
+    srv.close()
+
+
+@kernel
+def test_netns_filter(run_tool, netns):
+    name, inode = netns
+    srv, host, port = listener(socket.AF_INET)
+    child = in_netns(name, "import socket,sys; s=socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(1); "
+                           "sys.stdin.readline(); c=socket.create_connection(s.getsockname()); "
+                           "print(c.getsockname()[1], s.getsockname()[1], flush=True)")
+    try:
+        tool = run_tool("tcpconnect", "--json", "--netns", str(inode))
+        connect(socket.AF_INET, host, port)          # our namespace: filtered out
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        sport, dport = map(int, child.stdout.readline().split())
+        child.wait(timeout=30)
+        events, err, rc = tool.stop()
+    finally:
+        child.kill()
+        child.wait()
+    assert [(e["pid"], e["sport"], e["dport"]) for e in events] == [(child.pid, sport, dport)]
+    srv.close()
+
+
+def _cgroup2_root():
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            dev, path, fstype = line.split()[:3]
+            if fstype == "cgroup2":
+                return path
+    return None
+
+
+@kernel
+@pytest.mark.skipif(_cgroup2_root() is None, reason="no cgroup v2 hierarchy mounted")
+def test_cgroup_filter(run_tool):
+    cg = os.path.join(_cgroup2_root(), f"kk-test-{os.getpid()}")
+    os.mkdir(cg)
+    srv, host, port = listener(socket.AF_INET)
+    child = subprocess.Popen(
+        [sys.executable, "-c",
+         "import socket,sys; sys.stdin.readline(); "
+         f"c=socket.create_connection(('{host}', {port})); print(c.getsockname()[1], flush=True)"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        with open(os.path.join(cg, "cgroup.procs"), "w") as f:
+            f.write(str(child.pid))
+        tool = run_tool("tcpconnect", "--json", "--cgroup", cg)
+        connect(socket.AF_INET, host, port)          # not in the cgroup: filtered out
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        child_sport = int(child.stdout.readline())
+        child.wait(timeout=30)
+        events, err, rc = tool.stop()
+    finally:
+        child.kill()
+        child.wait()
+        os.rmdir(cg)
+    assert [(e["pid"], e["sport"], e["dport"]) for e in events] == [(child.pid, child_sport, port)]
+    srv.close()
+
+
+def test_new_options_bad_arguments_one_line_exit_2():
+    for argv in (["--netns", "x"], ["--netns", "0"], ["--cgroup", "/nonexistent"], ["--cgroup", "/tmp"],
+                 ["--lat", "1"], ["-x", "-x", "bogus"]):
+        rc, out, err = cli("tcpconnect", *argv)
+        assert rc == 2, (argv, err)
+        assert len(err.strip().splitlines()) == 1, (argv, err)
+        assert "Traceback" not in err and err.startswith("kprobekit tcpconnect: ")

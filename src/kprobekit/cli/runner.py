@@ -72,6 +72,16 @@ def netns_arg(text):
     return inode
 
 
+def cgroup_arg(path):
+    """A cgroup v2 directory -> its id (the inode number, what bpf_get_current_cgroup_id() returns)."""
+    if not os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"invalid cgroup {path!r}: not a directory")
+    if not os.path.exists(os.path.join(path, "cgroup.controllers")):
+        raise argparse.ArgumentTypeError(f"invalid cgroup {path!r}: not in a cgroup v2 hierarchy "
+                                         "(see `mount -t cgroup2`)")
+    return os.stat(path).st_ino
+
+
 def uid_arg(text):
     try:
         uid = int(text)
