@@ -18,7 +18,7 @@ LIBBPF_HDRS := $(addprefix /usr/include/bpf/,bpf_helpers.h bpf_helper_defs.h bpf
 APT_PACKAGES := clang llvm libbpf-dev libbpf1 bpftool python3-venv iproute2 \
 	qemu-system-x86 linux-image-amd64 linux-image-6.12-amd64 busybox-static
 
-.PHONY: all setup deps bpf venv test test-host vmtest bench clean
+.PHONY: all setup deps bpf venv test test-host vmtest bench bench-deps bench-build clean
 
 all: bpf
 
@@ -67,8 +67,29 @@ test-host: bpf venv
 vmtest: bpf venv
 	$(PY) tests/vm/run.py
 
-bench: bpf venv
+# Peers to measure against, only for `make bench`: never part of setup or test.
+BENCH_APT := libbpf-tools bpftrace bpfcc-tools
+bench-deps: venv
+	@missing=$$(for p in $(BENCH_APT); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@$(PY) -c 'import cffi' 2>/dev/null || $(PY) -m pip install -q cffi
+
+bench-build: bench/build/storm bench/build/events.bpf.o
+
+bench/build/storm: bench/storm.c
+	@mkdir -p $(@D)
+	$(CLANG) -O2 -Wall -Werror -o $@ $<
+
+bench/build/events.bpf.o: bench/bpf/events.bpf.c $(BPF_HDR)
+	@mkdir -p $(@D)
+	$(CLANG) -target bpf -D__TARGET_ARCH_$(ARCH) -g -O2 -Wall -Werror -Ibpf/include -c $< -o $@
+	llvm-strip -g $@
+
+bench: bpf venv bench-deps bench-build
 	$(PY) bench/run.py
 
 clean:
-	rm -rf src/kprobekit/objects/*.bpf.o src/kprobekit/include build src/*.egg-info
+	rm -rf src/kprobekit/objects/*.bpf.o src/kprobekit/include build src/*.egg-info bench/build

@@ -1,0 +1,70 @@
+"""Where `kprobekit tcpconnect` spends its start-up: the runner's steps, timed one by one.
+
+Run by startup.py as `phases.py T0`, T0 being time.monotonic() in the parent
+just before the exec; prints {phase: ms since exec} as JSON.  The steps are
+those of cli/runner.setup() and _trace(), spelt out so each can be timed.
+"""
+
+import time
+
+t_first_line = time.monotonic()   # the interpreter and site (.pth files) are done
+
+import json  # noqa: E402
+import sys  # noqa: E402
+
+t0 = float(sys.argv[1])
+marks = {"interpreter + site": t_first_line}
+
+
+def mark(name):
+    marks[name] = time.monotonic()
+
+
+import re  # noqa: E402,F401  (the pip entry-point script imports it first)
+from kprobekit.cli import main as cli_main  # noqa: E402,F401
+mark("import kprobekit.cli.main")
+import ctypes  # noqa: E402,F401
+mark("import ctypes")
+from kprobekit import _libbpf  # noqa: E402
+mark("import _libbpf (dlopen libbpf, prototypes)")
+from kprobekit.cli import runner  # noqa: E402
+mark("import cli.runner (argparse, object, btf, maps, features)")
+from kprobekit.tools.tcpconnect import TOOL  # noqa: E402
+from kprobekit import events, features  # noqa: E402
+from kprobekit.object import Object  # noqa: E402
+mark("import tools.tcpconnect")
+args = runner.build_parser(TOOL).parse_args([])
+mark("argparse")
+runner.check_privileges()
+features.have("btf")
+backend, _ = runner.choose_backend(TOOL, args.backend)
+use_perf = not features.have("ringbuf")
+mark("features (cache) + backend choice")
+obj = Object.open(TOOL.bpf)
+mark("bpf_object__open_file")
+obj.set_autoload(backend.programs)
+for opt in TOOL.options:
+    opt.apply(args, obj.rodata)
+events.prepare(obj, use_perf)
+mark("autoload, .rodata, events map")
+obj.load()
+mark("bpf_object__load (CO-RE vs vmlinux BTF, verifier)")
+obj.attach()
+mark("attach")
+stream = events.open_stream(obj)
+mark("open ring buffer (BTF layout, mmap)")
+print("header", file=open("/dev/null", "w"), flush=True)
+t_loaded = time.monotonic()
+stream.close()
+obj.close()
+features.release()
+mark("(after loaded) detach + close")
+t = time.monotonic()
+_libbpf.lib.btf__free(_libbpf.lib.btf__load_vmlinux_btf())
+vmlinux_ms = (time.monotonic() - t) * 1000
+
+out, prev = {}, t0
+for name, ts in marks.items():
+    out[name] = (ts - t0) * 1000
+out["(separately) parse vmlinux BTF once"] = vmlinux_ms
+json.dump(out, sys.stdout)
