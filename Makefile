@@ -31,13 +31,19 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-bpf: $(BPF_OBJ) $(INCLUDE_DIR)/.copied
+# Programs tests load as targets (progtrace); built with the rest, never shipped.
+TEST_BPF_OBJ := $(patsubst %.bpf.c,%.bpf.o,$(wildcard tests/bpf/*.bpf.c))
+
+bpf: $(BPF_OBJ) $(INCLUDE_DIR)/.copied $(TEST_BPF_OBJ)
 
 $(INCLUDE_DIR)/.copied: $(BPF_HDR) $(LIBBPF_HDRS)
 	@mkdir -p $(INCLUDE_DIR)/bpf
 	cp $(BPF_HDR) $(INCLUDE_DIR)/
 	cp $(LIBBPF_HDRS) $(INCLUDE_DIR)/bpf/
 	@touch $@
+
+tests/bpf/%.bpf.o: tests/bpf/%.bpf.c $(BPF_HDR)
+	$(CLANG) -target bpf -D__TARGET_ARCH_$(ARCH) -g -O2 -Wall -Werror -Ibpf/include -c $< -o $@
 
 src/kprobekit/objects/%.bpf.o: bpf/%.bpf.c $(BPF_HDR)
 	@mkdir -p $(@D)

@@ -19,6 +19,7 @@
 const volatile __u32 func_id = 0;	/* fentry backend: index of this object's function */
 const volatile __u64 unit_ns = 1;	/* histogram unit: 1, 1000 or 1000000 ns */
 const volatile bool per_call = false;	/* send one event per call */
+const volatile bool count_rets = false;	/* count calls per return value (progtrace) */
 
 struct event {
 	__u64 duration_ns;
@@ -69,6 +70,20 @@ struct {
 	__type(value, struct stats);
 } stats SEC(".maps");
 
+struct ret_key {
+	__u32 func;
+	__u32 pad;
+	__s64 ret;
+};
+
+/* (function, return value) -> calls */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct ret_key);
+	__type(value, __u64);
+} rets SEC(".maps");
+
 static __always_inline __u32 log2_slot(__u64 v)
 {
 	__u32 slot = 0;
@@ -116,6 +131,15 @@ static __always_inline int on_return(void *ctx, __u32 func, __s64 ret)
 	else
 		bpf_map_update_elem(&hist, &hk, &one, BPF_NOEXIST);
 
+	if (count_rets) {
+		struct ret_key rk = { .func = func, .ret = ret };
+
+		count = bpf_map_lookup_elem(&rets, &rk);
+		if (count)
+			*count += 1;
+		else
+			bpf_map_update_elem(&rets, &rk, &one, BPF_NOEXIST);
+	}
 	st = bpf_map_lookup_elem(&stats, &func);
 	if (st) {
 		st->count++;

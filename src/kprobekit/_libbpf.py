@@ -120,6 +120,7 @@ _PROTOS = [
     ("ring_buffer__free", None, [_opaque]),
     # btf
     ("btf__load_vmlinux_btf", _opaque, []),
+    ("btf__load_from_kernel_by_id", _opaque, [c_uint32]),
     ("btf__parse", _opaque, [c_char_p, c_void_p]),
     ("btf__free", None, [_opaque]),
     ("btf__type_cnt", c_uint32, [_opaque]),

@@ -15,6 +15,7 @@ COMMANDS = {
     "funclatency": ("kprobekit.tools.funclatency", "time kernel functions (log2 histogram, per call)"),
     "trace": ("kprobekit.tools.trace", "trace functions and tracepoints with fetched arguments"),
     "list": ("kprobekit.tools.list", "list probeable kernel functions and tracepoints (and why not)"),
+    "progtrace": ("kprobekit.tools.progtrace", "trace a loaded BPF program: calls/s, duration, return values"),
     "features": ("kprobekit.cli.features", "show which BPF features this kernel has"),
 }
 
