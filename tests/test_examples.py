@@ -175,7 +175,7 @@ def test_inet_bind_release(example):
     lines, err, rc = ex.stop()
     assert rc == 0, err
     pid = str(os.getpid())
-    mine = [ln[24:] for ln in lines if ln[17:24].strip() == pid]
+    mine = [ln[25:] for ln in lines if ln[17:24].strip() == pid]
     assert mine[0] == f"inet_bind name:{MY_COMM} pid:{pid} socket bind port={port}"
     assert len(mine) == 2 and mine[1].startswith("inet_release returned 0 and took ")
     took = int(mine[1].split("took ")[1].split(" ns")[0])

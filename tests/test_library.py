@@ -387,3 +387,30 @@ def test_uprobe_by_symbol_and_no_leaks():
             os.getppid()
         assert b.bss["calls"] == 3
     assert_gone(ids)
+
+
+@pytest.mark.unit
+def test_trace_line_formats():
+    from kprobekit.tracepipe import parse
+    new = parse("     kworker/u8:2-123     [001] d..31  4035.551830: bpf_trace_printk: Hello, World!")
+    assert (new.task, new.pid, new.cpu, new.flags, new.ts, new.msg) == \
+        ("kworker/u8:2", 123, 1, "d..31", 4035.551830, "Hello, World!")
+    # trace_printk before 5.9 ("0:"), a task name with a dash and a space, the record-tgid column
+    old = parse("  my-tool x-77 (     70) [000] .... 577529.457750: 0: a: b")
+    assert (old.task, old.pid, old.cpu, old.msg) == ("my-tool x", 77, 0, "a: b")
+    assert parse("# tracer: nop") is None
+
+
+@requires("tracefs")
+def test_trace_pipe_instance_of_a_dead_process_is_removed():
+    from kprobekit import kernel
+    from kprobekit.tracepipe import TracePipe
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = f"{kernel.tracefs()}/instances/kprobekit_{dead.pid}_1"
+    if not os.path.isdir(f"{kernel.tracefs()}/events/bpf_trace"):
+        pytest.skip("no bpf_trace_printk trace event: the global trace_pipe is used")
+    os.mkdir(stale)
+    with TracePipe() as pipe:
+        assert not os.path.exists(stale)
+        assert os.path.basename(pipe.instance).startswith(f"kprobekit_{os.getpid()}_")

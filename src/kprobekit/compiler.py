@@ -17,7 +17,6 @@ Include path, first match wins:
 """
 
 import os
-import subprocess
 import sys
 
 from .errors import CompileError, MissingDependency, PermissionDenied, UsageError
@@ -88,12 +87,16 @@ def find_clang():
 
 
 def _key(source, src_path, cflags, includes):
-    import hashlib
-    h = hashlib.sha256()
+    # _blake2 is built into the interpreter; hashlib would first load OpenSSL (~5 ms at start-up)
+    try:
+        from _blake2 import blake2b
+    except ImportError:
+        from hashlib import blake2b
+    h = blake2b(digest_size=16)
     for part in (_FORMAT, src_path or "", "\0".join(cflags), os.uname().release, "\0".join(includes)):
         h.update(part.encode() + b"\0")
     h.update(source)
-    return h.hexdigest()[:32]
+    return h.hexdigest()
 
 
 def _deps_fresh(deps_file):
@@ -155,6 +158,7 @@ def compile(text=None, *, src_file=None, name="bpf", cflags=(), cache=None):
     if os.path.exists(obj) and _deps_fresh(deps_file):
         return obj, False
 
+    import subprocess      # only on a cache miss: not on the warm start path
     clang = find_clang()
     if clang is None:
         raise MissingDependency(f"compile {name}: clang not found",
@@ -195,6 +199,7 @@ def _strip_dwarf(clang, path):
     """Drops DWARF, keeps .BTF and .BTF.ext (CO-RE relocations, line info): faster to open.
 
     Optional: without llvm-strip the object is only bigger."""
+    import subprocess
     d = os.path.dirname(os.path.realpath(clang))
     suffix = os.path.basename(clang)[len("clang"):]
     for cand in (os.path.join(d, "llvm-strip" + suffix), os.path.join(d, "llvm-strip")):
