@@ -358,11 +358,21 @@ UPROBE = r"""
 const volatile __u32 target_pid = 0;
 __u64 calls = 0;
 
+__u64 auto_calls = 0;
+
 SEC("uprobe")
 int on_getppid(void *ctx)
 {
 	if (bpf_get_current_pid_tgid() >> 32 == target_pid)
 		__sync_fetch_and_add(&calls, 1);
+	return 0;
+}
+
+SEC("uprobe/LIBC:getppid")
+int on_getppid_auto(void *ctx)
+{
+	if (bpf_get_current_pid_tgid() >> 32 == target_pid)
+		__sync_fetch_and_add(&auto_calls, 1);
 	return 0;
 }
 """
@@ -378,14 +388,16 @@ def libc_path():
 
 @kernel
 def test_uprobe_by_symbol_and_no_leaks():
-    with BPF(text=UPROBE, name="up", rodata={"target_pid": os.getpid()}) as b:
-        link = b.attach_uprobe("on_getppid", libc_path(), "getppid")
+    libc = libc_path()
+    with BPF(text=UPROBE.replace("LIBC", libc), name="up", rodata={"target_pid": os.getpid()}) as b:
+        assert [ln.target for ln in b.links] == [f"uprobe/{libc}:getppid"]     # from the section name
+        link = b.attach_uprobe("on_getppid", libc, "getppid")
         ids = our_ids(b)
-        assert len(ids[0]) == 1 and len(ids[1]) == 1
+        assert len(ids[0]) == 2 and len(ids[1]) == 2
         assert "getppid" in link.target
         for _ in range(3):
             os.getppid()
-        assert b.bss["calls"] == 3
+        assert b.bss["calls"] == 3 and b.bss["auto_calls"] == 3
     assert_gone(ids)
 
 
@@ -414,3 +426,15 @@ def test_trace_pipe_instance_of_a_dead_process_is_removed():
     with TracePipe() as pipe:
         assert not os.path.exists(stale)
         assert os.path.basename(pipe.instance).startswith(f"kprobekit_{os.getpid()}_")
+
+
+@tracepoints
+def test_wrong_sections_are_named_with_close_matches():
+    typo = KILLS.replace('SEC("tracepoint/syscalls/sys_enter_kill")', 'SEC("tracepont/syscalls/sys_enter_kill")')
+    with pytest.raises(errors.UsageError, match=r'^load typo: program on_kill has an unknown section '
+                                                r'SEC\("tracepont/syscalls/sys_enter_kill"\) \(did you mean tracepoint/'):
+        BPF(text=typo, name="typo")
+    nope = KILLS.replace("sys_enter_kill", "sys_enter_kil")
+    with pytest.raises(errors.NotFound, match=r"^attach on_kill of nope to tracepoint syscalls:sys_enter_kil: "
+                                              r"no such tracepoint \(did you mean sys_enter_kill"):
+        BPF(text=nope, name="nope")

@@ -119,8 +119,10 @@ class BPF:
     def program(self, name: str):
         return self.object.program(name)
 
-    def load(self) -> "BPF":
-        self._check_hooks(p for p in self.object.programs.values() if p.autoload)
+    def load(self) -> BPF:
+        wanted = [p for p in self.object.programs.values() if p.autoload]
+        self._check_sections(wanted)
+        self._check_hooks(wanted)
         obj = self.object
         if "events" in obj.maps and "kk_scratch" in obj.maps:
             use_perf = self._buffer == "perf" or (self._buffer == "auto" and not features.have("ringbuf"))
@@ -131,6 +133,18 @@ class BPF:
                 if prog.fd >= 0 and _auto_attachable(prog.section):
                     prog.attach()
         return self
+
+    def _check_sections(self, progs):
+        """Names what is wrong with a section before libbpf's "missing BPF prog type" or ENOENT."""
+        for prog in progs:
+            section = prog.section.lstrip("?")
+            if lib.bpf_program__type(prog._ptr) == 0:      # BPF_PROG_TYPE_UNSPEC: libbpf knows no such kind
+                kind = section.split("/", 1)[0]
+                raise UsageError(f"load {self.name}: program {prog.name} has an unknown section "
+                                 f"SEC(\"{section}\"){_did_you_mean(kind, _KNOWN_KINDS, '/')}",
+                                 hint="known: " + ", ".join(f"{k}/" for k in _KNOWN_KINDS))
+            if prog.kind in ("tracepoint", "tp") and self.autoattach and section.count("/") == 2:
+                _check_tracepoint(self.name, prog.name, *section.split("/")[1:])
 
     def _check_hooks(self, progs):
         """Refuses, before load, a program whose hook this kernel lacks, with the reason features.py found."""
@@ -339,6 +353,34 @@ def run(main, *args) -> NoReturn:  # noqa: F821
         sys.stdout = None
         rc = 0
     sys.exit(rc or 0)
+
+
+# what libbpf 1.1 recognizes before the slash, for tracing (the rest exist, but are not tracing)
+_KNOWN_KINDS = ("kprobe", "kretprobe", "ksyscall", "kretsyscall", "uprobe", "uretprobe", "usdt",
+                "tracepoint", "tp", "raw_tracepoint", "raw_tp", "tp_btf", "fentry", "fexit", "fmod_ret",
+                "lsm", "iter", "perf_event", "xdp", "tc", "cgroup_skb", "socket", "sk_msg", "struct_ops")
+
+
+def _did_you_mean(word, choices, suffix=""):
+    import difflib
+    close = difflib.get_close_matches(word, choices, n=3)
+    return f" (did you mean {' or '.join(c + suffix for c in close)}?)" if close else ""
+
+
+def _check_tracepoint(obj_name, prog_name, category, name):
+    """NotFound listing the tracepoints that come close, when CATEGORY/NAME does not exist."""
+    from . import kernel
+    base = kernel.tracefs()
+    if base is None or os.path.isdir(f"{base}/events/{category}/{name}"):
+        return
+    what = f"attach {prog_name} of {obj_name} to tracepoint {category}:{name}"
+    if not os.path.isdir(f"{base}/events/{category}"):
+        cats = sorted(os.listdir(f"{base}/events"))
+        raise NotFound(f"{what}: no tracepoint category {category!r}{_did_you_mean(category, cats)}",
+                       hint=f"see {base}/available_events")
+    names = sorted(os.listdir(f"{base}/events/{category}"))
+    raise NotFound(f"{what}: no such tracepoint{_did_you_mean(name, names)}",
+                   hint=f"list them: ls {base}/events/{category}")
 
 
 def _auto_attachable(section):
