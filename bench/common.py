@@ -63,11 +63,12 @@ def peers(tools=("tcpconnect", "tcpstates")):
             out.append(Peer(f"kprobekit {tool}", [KPROBEKIT, tool],
                             [("stderr", "kprobekit: using "), ("stdout", "")],
                             "stderr 'using ... backend' line, then stdout header", kprobekit=True))
-    if "tcpconnect" in kk:
-        # the same tool through a perf buffer, the transport of libbpf-tools and bpftrace here
-        out.append(Peer("kprobekit tcpconnect --buffer perf", [KPROBEKIT, "tcpconnect", "--buffer", "perf"],
-                        [("stderr", "kprobekit: using "), ("stdout", "")],
-                        "as kprobekit tcpconnect", kprobekit=True))
+    for tool in tools:
+        if tool in kk:
+            # through a perf buffer, the transport libbpf-tools' tcpstates and bpftrace use
+            out.append(Peer(f"kprobekit {tool} --buffer perf", [KPROBEKIT, tool, "--buffer", "perf"],
+                            [("stderr", "kprobekit: using "), ("stdout", "")],
+                            f"as kprobekit {tool}", kprobekit=True))
     for tool in tools:
         # libbpf-tools prints its header after load, attach and opening its perf buffer.
         out.append(Peer(f"libbpf-tools {tool}", [f"/usr/sbin/{tool}"], [("stdout", "")],
