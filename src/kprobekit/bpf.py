@@ -23,10 +23,10 @@ import os
 import sys
 
 from . import events as _events
-from . import features
+from . import features, kernel
 from ._libbpf import MAP_PERF_EVENT_ARRAY, MAP_RINGBUF, lib
 from .btf import KIND_STRUCT, KIND_TYPEDEF, KIND_UNION
-from .errors import KprobekitError, NotFound, NotSupported, UsageError
+from .errors import ROOT_HINT, KprobekitError, NotFound, NotSupported, PermissionDenied, UsageError
 from .object import Object
 
 # section kind -> the feature (features.HOOKS) it needs; sections not listed are not checked
@@ -120,6 +120,10 @@ class BPF:
         return self.object.program(name)
 
     def load(self) -> BPF:
+        # before asking features: without privileges every probe fails, and would blame the kernel
+        caps = kernel.capabilities()
+        if "CAP_SYS_ADMIN" not in caps and not {"CAP_BPF", "CAP_PERFMON"} <= set(caps):
+            raise PermissionDenied(f"load {self.name}: missing privileges", hint=ROOT_HINT)
         wanted = [p for p in self.object.programs.values() if p.autoload]
         self._check_sections(wanted)
         self._check_hooks(wanted)
@@ -369,7 +373,6 @@ def _did_you_mean(word, choices, suffix=""):
 
 def _check_tracepoint(obj_name, prog_name, category, name):
     """NotFound listing the tracepoints that come close, when CATEGORY/NAME does not exist."""
-    from . import kernel
     base = kernel.tracefs()
     if base is None or os.path.isdir(f"{base}/events/{category}/{name}"):
         return
