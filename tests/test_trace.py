@@ -247,3 +247,22 @@ def test_ftrace_lines_parse_to_the_probe_values():
     line = ' python3-4321 [000] ..... 1.5: kprobekit_99_1: (__sys_bind+0xe8/0x100 <- inet_bind) ret=-98 __kk_comm="x"'
     assert ftrace.parse_args(r, ftrace.parse_line(line, ["kprobekit_99_1"])[5]) == {"ret": -98}
     assert ftrace.parse_line(line, ["kprobekit_98_1"]) is None
+
+
+def test_bpf_plan_and_decoding():
+    from kprobekit import probespec
+    from kprobekit.symbols import Functions
+    ctx = probespec.Context(Functions())
+    p = probespec.parse("p:inet_bind port=+2($arg2):u16 hport=+2($arg2):be16 n=%dx:s32 $comm", 0, ctx)
+    raw = probespec.plan_bytes(p, ctx.regs, 272)
+    nfetch, nfilter, _, _ = probespec._PLAN_HEAD.unpack_from(raw)
+    assert (nfetch, nfilter) == (4, 0)
+    src, kind, size, nderef, reg, dst, *offs = probespec._FETCH.unpack_from(raw, probespec._PLAN_HEAD.size)
+    assert (src, kind, size, nderef, reg, dst, offs) == (0, 0, 2, 1, ctx.regs["si"], 0, [2, 0, 0, 0])
+    data = bytearray(640)
+    data[0:8] = (0x3930).to_bytes(8, "little")     # port 12345 in network order, read as a little-endian u16
+    data[8:16] = (0x3930).to_bytes(8, "little")
+    data[16:24] = (-98 & (2**64 - 1)).to_bytes(8, "little")
+    data[24:24 + 8] = b"python3\0"
+    assert {f.name: f.decode(bytes(data)) for f in p.fetches} == \
+        {"port": 0x3930, "hport": 12345, "n": -98, "comm": "python3"}

@@ -60,7 +60,10 @@ class KprobeEvents:
         except OSError as e:
             raise _error(e, "create tracefs instance") from None
         if pids:
-            self._write(f"{self.instance}/options/event-fork", "1\n", "follow forks")
+            try:    # threads and children started later; older kernels lack the option
+                self._write(f"{self.instance}/options/event-fork", "1\n", "follow forks")
+            except KprobekitError:
+                pass
             self._write(f"{self.instance}/set_event_pid", " ".join(map(str, pids)) + "\n", "set event pids")
         for name in self.names:
             d = f"{self.instance}/events/{GROUP}/{name}"

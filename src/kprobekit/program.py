@@ -53,16 +53,17 @@ class Program:
         """Attaches where the section name says (kprobe/FUNC, tracepoint/CAT/NAME, fentry/FUNC, ...)."""
         return self._link(lib.bpf_program__attach(self._ptr), self.section.lstrip("?"))
 
-    def attach_kprobe(self, func, retprobe=False, cookie=None):
-        """cookie: a number the program reads with bpf_get_attach_cookie() (one program, many targets)."""
+    def attach_kprobe(self, func, retprobe=False, cookie=None, offset=0):
+        """cookie: a number the program reads with bpf_get_attach_cookie() (one program, many targets);
+        offset: bytes into the function (kprobes only)."""
         kind = "kretprobe" if retprobe else "kprobe"
-        if cookie is None:
+        if cookie is None and not offset:
             ptr = lib.bpf_program__attach_kprobe(self._ptr, retprobe, func.encode())
         else:
-            opts = _libbpf.kprobe_opts(sz=ctypes.sizeof(_libbpf.kprobe_opts), bpf_cookie=cookie,
-                                       retprobe=retprobe)
+            opts = _libbpf.kprobe_opts(sz=ctypes.sizeof(_libbpf.kprobe_opts), bpf_cookie=cookie or 0,
+                                       offset=offset, retprobe=retprobe)
             ptr = lib.bpf_program__attach_kprobe_opts(self._ptr, func.encode(), ctypes.byref(opts))
-        return self._link(ptr, f"{kind} {func}")
+        return self._link(ptr, f"{kind} {func}" + (f"+{offset:#x}" if offset else ""))
 
     def attach_tracepoint(self, category, name, cookie=None):
         if cookie is None:

@@ -101,9 +101,7 @@ def _run_bpf(args, probes, regs, sink, stopped):
             obj.program("tracepoint_raw").attach_tracepoint(*p.target, cookie=p.index)
         else:
             prog = obj.program("kretprobe_fetch" if p.kind == "r" else "kprobe_fetch")
-            if p.offset:
-                raise UsageError(f"attach {p.event}: SYM+OFFS needs --backend ftrace")
-            prog.attach_kprobe(p.target, p.kind == "r", cookie=p.index)
+            prog.attach_kprobe(p.target, p.kind == "r", cookie=p.index, offset=p.offset)
     stream = events.open_stream(obj)
     data_index = stream.layout.record._fields.index("data")
     print("kprobekit: using bpf backend", file=sys.stderr, flush=True)
