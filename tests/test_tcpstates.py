@@ -83,9 +83,11 @@ def test_unknown_owner_is_null_and_port_filters(run_tool):
     c6.listen(1)
     events, err, rc = tool.stop()
     # only the accepted socket has local port lport; no task of ours acted on it yet
-    assert [(e["oldstate"], e["newstate"], e["pid"], e["comm"], e["rport"]) for e in events] == [
-        ("LISTEN", "SYN_RECV", None, None, c.getsockname()[1]),
-        ("SYN_RECV", "ESTABLISHED", None, None, c.getsockname()[1])]
+    assert [(e["oldstate"], e["newstate"], e["pid"], e["comm"]) for e in events] == [
+        ("LISTEN", "SYN_RECV", None, None), ("SYN_RECV", "ESTABLISHED", None, None)]
+    # 6.1 and 6.12 enter SYN_RECV (inet_csk_clone_lock) before setting the remote port; 6.18 after
+    assert events[0]["rport"] in (0, c.getsockname()[1])
+    assert events[1]["rport"] == c.getsockname()[1]
     tool = run_tool("tcpstates", "--json", "-p", str(os.getpid()), "-D", str(lport))
     c.close()
     events, err, rc = tool.stop()
