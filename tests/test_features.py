@@ -56,3 +56,8 @@ def test_features_text_table():
         return
     names = [line.split()[0] for line in out.splitlines()]
     assert names[:3] == ["btf", "kprobe", "kretprobe"] and "lockdown" in names
+
+
+def test_bad_argument_is_one_line():
+    rc, out, err = cli("features", "--bogus")
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and err.startswith("kprobekit features: ")

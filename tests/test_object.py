@@ -20,12 +20,14 @@ def loaded():
 
 @kernel
 def test_hash_map_is_a_mapping(loaded):
-    m = loaded.map("connecting")
+    m = loaded.map("connecting")      # u32 thread id -> struct call {sk, uaddr}
     m.clear()
-    m[7] = 0x1000
-    m[8] = 0x2000
-    assert m[7] == 0x1000 and m.get(9) is None and 8 in m and 9 not in m
-    assert sorted(m) == [7, 8] and sorted(m.items()) == [(7, 0x1000), (8, 0x2000)] and len(m) == 2
+    m[7] = (0x1000, 0x1001)
+    m[8] = (0x2000, 0x2001)
+    assert m[7].sk == 0x1000 and m[7].uaddr == 0x1001
+    assert m.get(9) is None and 8 in m and 9 not in m
+    assert sorted(m) == [7, 8] and sorted(m.items()) == [(7, (0x1000, 0x1001)), (8, (0x2000, 0x2001))]
+    assert len(m) == 2
     del m[7]
     assert list(m) == [8]
     with pytest.raises(KeyError):

@@ -12,6 +12,7 @@ buffers, goes through libbpf's perf_buffer.
 """
 
 import ctypes
+import gc
 import mmap
 import select
 import struct
@@ -59,15 +60,24 @@ class RingBuffer:
     def lost(self):
         return self._lost_counter() if self._lost_counter else 0
 
+    def _pending(self):
+        return _u64.unpack_from(self._prod, 0)[0] != _u64.unpack_from(self._cons, 0)[0]
+
     def poll(self, timeout_ms=-1):
-        recs = self.read_raw()
-        if not recs:
+        if not self._pending():
             try:
                 self._epoll.poll(timeout_ms / 1000 if timeout_ms >= 0 else -1)
             except InterruptedError:
                 pass
-            recs = self.read_raw()
-        return list(map(self._new, recs))
+        # Millions of fresh tuples would trigger generation-0 collections that
+        # find nothing to free; decoding a batch without them is ~1.5x faster.
+        gc_on = gc.isenabled()
+        gc.disable()
+        try:
+            return list(map(self._new, self.read_raw()))
+        finally:
+            if gc_on:
+                gc.enable()
 
     def read_raw(self):
         """Everything committed so far, as plain tuples in field order."""

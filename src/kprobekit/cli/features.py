@@ -1,30 +1,30 @@
 """`kprobekit features`: what this kernel allows, as every tool sees it."""
 
-import argparse
 import json
 import sys
 
 from .. import features
+from .runner import command_parser, run_command
 
 
-def main(argv):
-    p = argparse.ArgumentParser(prog="kprobekit features",
-                                description="Probe the running kernel's BPF features, as the tools do.")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    args = p.parse_args(argv)
+def _show(args, stop):
     features.forget()     # always a fresh answer here
     report = features.report()
     reasons = features.reasons()
-    features.release()
     if args.json:
         print(json.dumps(report))
         return 0
     for name in features.HOOKS:
-        ok = report[name]
-        print(f"{name:<11} {'yes' if ok else 'no ':<4} {reasons.get(name, '')}".rstrip())
+        print(f"{name:<11} {'yes' if report[name] else 'no ':<4} {reasons.get(name, '')}".rstrip())
     print(f"{'lockdown':<11} {report['lockdown']}")
     print(f"{'caps':<11} {' '.join(report['capabilities']) or '-'}")
     return 0
+
+
+def main(argv):
+    p = command_parser("features", "Probe the running kernel's BPF features, as the tools do.")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return run_command("features", p, argv, _show)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,23 @@ EXIT_OK, EXIT_ERROR = 0, 2
 _FEATURE_WORDS = {"kprobe": "kprobes", "kretprobe": "kretprobes", "tracepoint": "tracepoints"}
 
 
+def _help_formatter(prog):
+    """argparse's formatter, given its width so that argparse does not import shutil (~2 ms) at start."""
+    try:
+        width = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        try:
+            width = os.get_terminal_size(sys.stderr.fileno()).columns
+        except OSError:
+            width = 80
+    return argparse.RawDescriptionHelpFormatter(prog, width=max(width - 2, 40))
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, **kw):
+        kw.setdefault("formatter_class", _help_formatter)
+        super().__init__(**kw)
+
     def error(self, message):
         raise errors.UsageError(f"{message} — see --help")
 
@@ -95,7 +111,7 @@ def uid_arg(text):
 def build_parser(tool):
     names = ", ".join(b.name for b in tool.backends)
     p = _Parser(prog=f"kprobekit {tool.name}", description=tool.description or tool.summary,
-                epilog=tool.examples, formatter_class=argparse.RawDescriptionHelpFormatter)
+                epilog=tool.examples)
     if tool.pid_filter:
         p.add_argument("-p", "--pid", type=pid_arg, help="trace this process only (filtered in the kernel)")
     for opt in tool.options:
@@ -253,8 +269,7 @@ def _trace(tool, args):
 
 def command_parser(name, description, examples=""):
     """An argparse parser for a command that is not a declared Tool, with the common flags."""
-    p = _Parser(prog=f"kprobekit {name}", description=description, epilog=examples,
-                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog=f"kprobekit {name}", description=description, epilog=examples)
     p.add_argument("-v", "--verbose", action="store_true", help="show libbpf's log and error details")
     return p
 
