@@ -129,6 +129,9 @@ class BPF:
         self._check_hooks(wanted)
         obj = self.object
         if "events" in obj.maps and "kk_scratch" in obj.maps:
+            if self._buffer == "ring" and not features.have("ringbuf"):
+                raise NotSupported(f"load {self.name}: ring buffer unavailable: {features.probe('ringbuf').reason}",
+                                   feature="ringbuf", hint="use buffer='perf' (or 'auto')")
             use_perf = self._buffer == "perf" or (self._buffer == "auto" and not features.have("ringbuf"))
             _events.prepare(obj, use_perf)
         obj.load()
