@@ -51,7 +51,11 @@ src/kprobekit/objects/%.bpf.o: bpf/%.bpf.c $(BPF_HDR)
 	@# keeps .BTF and .BTF.ext (CO-RE), drops DWARF: smaller objects open faster
 	llvm-strip -g $@
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed $(VENV)/bin/vng
+
+# vmtest's VM runner (virtme-ng); it boots with qemu-system-x86 and busybox-static.
+$(VENV)/bin/vng: | $(VENV)/.installed
+	$(PY) -m pip install -q virtme-ng
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(SYSTEM_PYTHON) -m venv $(VENV)
@@ -64,14 +68,14 @@ $(VENV)/.installed: pyproject.toml
 
 # The host suite, then the same privileged suite inside each stock kernel.
 test: bpf venv
-	$(PY) -m pytest -q tests
-	$(MAKE) --no-print-directory vmtest
+	$(PY) -m pytest -q tests --junitxml=tests/vm/logs/host.xml
+	$(MAKE) --no-print-directory vmtest VMTEST_ARGS='--host-junit tests/vm/logs/host.xml'
 
 test-host: bpf venv
 	$(PY) -m pytest -q tests
 
 vmtest: bpf venv
-	$(PY) tests/vm/run.py
+	$(PY) tests/vm/run.py $(VMTEST_ARGS)
 
 # Peers to measure against, only for `make bench`: never part of setup or test.
 BENCH_APT := libbpf-tools bpftrace bpfcc-tools
