@@ -18,11 +18,15 @@ LIBBPF_HDRS := $(addprefix /usr/include/bpf/,bpf_helpers.h bpf_helper_defs.h bpf
 APT_PACKAGES := clang llvm libbpf-dev libbpf1 bpftool python3-venv iproute2 \
 	qemu-system-x86 linux-image-amd64 linux-image-6.12-amd64 busybox-static
 
-.PHONY: all setup deps bpf venv test test-host vmtest bench bench-deps bench-build clean
+.PHONY: all setup deps bpf venv pyc test test-host vmtest bench bench-deps bench-build clean
 
 all: bpf
 
-setup: deps bpf venv
+setup: deps bpf venv pyc
+
+# Bytecode ahead of time: without it every start compiles the imports (8 ms -> 23 ms).
+pyc: venv
+	$(PY) -m compileall -q src/kprobekit
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
