@@ -80,7 +80,7 @@ def test_inet_release_counts_closed_sockets(run_tool, backend):
     tool = run_tool("funclatency", "--json", "--backend", backend, "-p", str(os.getpid()), "inet_release")
     for _ in range(7):
         socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
-    socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).close()   # inet6_release, not inet_release
+    socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).close()   # unix_release: not counted
     recs, err, rc = tool.stop()
     assert rc == 0, err
     assert [(r["func"], r["count"]) for r in recs] == [("inet_release", 7)]
@@ -109,7 +109,8 @@ def test_glob_several_functions(run_tool, backend):
     socket.socket(socket.AF_INET6).close()
     recs, err, rc = tool.stop()
     assert rc == 0, err
-    assert {r["func"]: r["count"] for r in recs} == {"inet_release": 1, "inet6_release": 2}
+    # inet6_release calls inet_release: 1 + 2
+    assert {r["func"]: r["count"] for r in recs} == {"inet_release": 3, "inet6_release": 2}
 
 
 def test_unknown_syscall_names_the_closest():

@@ -148,24 +148,31 @@ def test_btf_names_compile_to_kernel_syntax():
 
 # --- kprobes: both backends, same answers ---
 
-def bind_pair():
-    """A socket bound to a free port, and a second bind to the same port that fails (EADDRINUSE)."""
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def bind_pair(port):
+    """A bind to `port`, and a second bind to it that fails (EADDRINUSE)."""
     a = socket.socket()
-    a.bind(("127.0.0.1", 0))
-    port = a.getsockname()[1]
+    a.bind(("127.0.0.1", port))
     b = socket.socket()
     with pytest.raises(OSError):
         b.bind(("127.0.0.1", port))
     a.close()
     b.close()
-    return port
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_inet_bind_port_raw_and_network_order(run_tool, backend):
+    port = free_port()
     tool = run_tool("trace", "--json", "--backend", backend, "-p", ME,
                     "p:inet_bind port=+2($arg2):u16 hport=+2($arg2):be16 fam=uaddr->sa_family $comm")
-    port = bind_pair()
+    bind_pair(port)
     recs, err, rc = tool.stop()
     assert rc == 0, err
     want = {"port": socket.htons(port), "hport": port, "fam": socket.AF_INET, "comm": MY_COMM}
@@ -175,8 +182,9 @@ def test_inet_bind_port_raw_and_network_order(run_tool, backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_return_values(run_tool, backend):
+    port = free_port()
     tool = run_tool("trace", "--json", "--backend", backend, "-p", ME, "r:inet_bind ret=$retval")
-    bind_pair()
+    bind_pair(port)
     recs, err, rc = tool.stop()
     assert rc == 0, err
     assert [r["args"]["ret"] for r in mine(recs)] == [0, -98]
@@ -223,9 +231,10 @@ def test_ftrace_leaves_kprobe_events_as_found_also_after_kill(run_tool):
     killed.proc.kill()
     killed.proc.communicate()
     assert f"kprobekit_{killed.proc.pid}_0" in kprobe_events_text()
+    port = free_port()
     again = run_tool("trace", "--json", "--backend", "ftrace", "-p", ME, spec)
     assert f"kprobekit_{killed.proc.pid}_" not in kprobe_events_text()
-    port = bind_pair()
+    bind_pair(port)
     recs, err, rc = again.stop()
     assert [r["args"]["port"] for r in recs] == [port, port]
     assert kprobe_events_text() == before

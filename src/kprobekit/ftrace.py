@@ -145,8 +145,7 @@ class KprobeEvents:
 
     def _write(self, path, text, what, append=False, spec=None):
         try:
-            with open(path, "a" if append else "w") as f:
-                f.write(text)
+            kernel.write_tracefs(path, text, append)
         except OSError as e:
             raise _error(e, what, spec, self.tracefs) from None
 

@@ -78,6 +78,21 @@ def _pid_alive(pid):
     return True
 
 
+def write_tracefs(path, text, append=False):
+    """One write(2) to a tracefs file.
+
+    Not open(path, "a"): Python seeks to the end of a file opened for
+    appending, and tracefs's seq files (kprobe_events) refuse SEEK_END with
+    EINVAL.  And kprobe_events must never be opened with O_TRUNC unless all
+    probes are to go: append=True adds to it.
+    """
+    fd = os.open(path, os.O_WRONLY | (os.O_APPEND if append else os.O_TRUNC))
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
 def remove_stale_instances():
     """Removes tracefs instances kprobekit_<pid>_* of dead processes (an instance holding a probe
     enabled would keep the probe from being removed)."""
@@ -122,8 +137,7 @@ def remove_stale_kprobes():
                 pid = name[len(prefix):].split("_", 1)[0]
                 if pid.isdigit() and not _pid_alive(int(pid)):
                     try:
-                        with open(path, "a") as f:
-                            f.write(f"-:{event}\n")
+                        write_tracefs(path, f"-:{event}\n", append=True)
                         removed.append(event)
                     except OSError:
                         pass
