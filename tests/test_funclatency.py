@@ -137,3 +137,13 @@ def test_bad_arguments():
     for argv in (["-i", "0", "bind"], ["-u", "-m", "bind"], [], ["-p", "x", "bind"]):
         rc, out, err = cli("funclatency", *argv)
         assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (argv, err)
+
+
+@kernel
+def test_interval_output_adds_up(run_tool):
+    tool = run_tool("funclatency", "--json", "-i", "0.3", "-p", str(os.getpid()), "bind")
+    bind_n(4)
+    recs, err, rc = tool.stop(settle=1.0)
+    assert rc == 0, err
+    assert recs and all(r["func"].endswith("bind") for r in recs)
+    assert sum(r["count"] for r in recs) == 5

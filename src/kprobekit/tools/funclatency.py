@@ -49,7 +49,7 @@ def parser():
     unit.add_argument("-m", "--milliseconds", dest="unit", action="store_const", const="msecs",
                       help="histogram in milliseconds")
     p.add_argument("-p", "--pid", type=pid_arg, help="time calls of this process only (filtered in the kernel)")
-    p.add_argument("-i", "--interval", type=_seconds, help="print (and reset) the histograms every SECONDS")
+    p.add_argument("-i", "--interval", type=_seconds, help="print the histograms of each SECONDS interval")
     p.add_argument("--per-call", action="store_true",
                    help="one line per call: function, return value, duration in ns")
     p.add_argument("--json", action="store_true", help="JSON lines (per call, or one per function and interval)")
@@ -166,8 +166,8 @@ def load(args, backend, names):
     return obj
 
 
-def read_hist(obj, names, reset):
-    """{function index: ({slot: count}, calls, total ns)}, optionally cleared after reading."""
+def read_hist(obj, names):
+    """{function index: ({slot: count}, calls, total ns)}, cumulative since attach."""
     hist, stats = obj.map("hist"), obj.map("stats")
     out = {}
     for key, per_cpu in hist.items():
@@ -179,11 +179,19 @@ def read_hist(obj, names, reset):
         total = sum(s.total_ns for s in st)
         if calls or i in out:
             result[i] = (out.get(i, {}), calls, total)
-    if reset:
-        hist.clear()
-        for i in range(len(names)):
-            stats[i] = bytes(stats.value_size)
     return result
+
+
+def since(now, before):
+    """The calls in `now` that `before` (an earlier read_hist) had not seen.  Computed here rather
+    than by clearing the maps, which would lose calls that end between the read and the clear."""
+    out = {}
+    for i, (slots, calls, total) in now.items():
+        old_slots, old_calls, old_total = before.get(i, ({}, 0, 0))
+        if calls != old_calls:
+            diff = {s: c - old_slots.get(s, 0) for s, c in slots.items() if c != old_slots.get(s, 0)}
+            out[i] = (diff, calls - old_calls, total - old_total)
+    return out
 
 
 def print_hists(args, names, result, unit):
@@ -222,6 +230,7 @@ def body(args, stopped):
     if args.per_call and not args.json:
         output.emit(f"{'PID':<7} {'COMM':<16} CALL\n")
     next_report = time.monotonic() + args.interval if args.interval else None
+    reported = {}
     try:
         while not stopped():
             if stream is not None:
@@ -229,16 +238,21 @@ def body(args, stopped):
             else:
                 time.sleep(0.25)
             if next_report and time.monotonic() >= next_report:
+                now = read_hist(obj, names)
                 if not args.json:
                     output.emit(f"\n{time.strftime('%H:%M:%S')}\n")
-                print_hists(args, names, read_hist(obj, names, reset=True), unit)
+                print_hists(args, names, since(now, reported), unit)
+                reported = now
                 next_report += args.interval
         if stream is not None:
             _per_call(args, names, decoders, stream.poll(0))
             if stream.lost:
                 print(f"kprobekit: lost {stream.lost} events", file=sys.stderr)
-        elif not args.interval:
-            print_hists(args, names, read_hist(obj, names, reset=False), unit)
+        else:
+            # with -i, what arrived since the last interval
+            final = since(read_hist(obj, names), reported)
+            if final or not args.interval:
+                print_hists(args, names, final, unit)
     finally:
         if stream is not None:
             stream.close()
