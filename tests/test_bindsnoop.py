@@ -124,6 +124,7 @@ def test_text_columns(run_tool):
     s.close()
 
 
+@pytest.mark.unit
 def test_bad_arguments_one_line_exit_2():
     for argv in (["-P", "0"], ["-P", "80,x"], ["-p", "x"], ["--backend", "nope"], ["-E", "1"], ["--bogus"]):
         rc, out, err = cli("bindsnoop", *argv)

@@ -3,6 +3,8 @@
 import json
 import os
 
+import pytest
+
 from conftest import cli, kernel
 from kprobekit import features, kernel as kk
 
@@ -58,6 +60,7 @@ def test_features_text_table():
     assert names[:3] == ["btf", "kprobe", "kretprobe"] and "lockdown" in names
 
 
+@pytest.mark.unit
 def test_bad_argument_is_one_line():
     rc, out, err = cli("features", "--bogus")
     assert rc == 2 and len(err.strip().splitlines()) == 1 and err.startswith("kprobekit features: ")

@@ -133,6 +133,7 @@ def test_no_kprobes_points_to_tracepoints_and_syscalls():
     assert "no kprobes" in err and "t:CATEGORY/NAME" in err and "syscall" in err
 
 
+@pytest.mark.unit
 def test_bad_arguments():
     for argv in (["-i", "0", "bind"], ["-u", "-m", "bind"], [], ["-p", "x", "bind"]):
         rc, out, err = cli("funclatency", *argv)

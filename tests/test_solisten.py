@@ -123,6 +123,7 @@ def test_text_columns(run_tool):
     s.close()
 
 
+@pytest.mark.unit
 def test_bad_arguments_one_line_exit_2():
     for argv in (["-n", "abc"], ["-n", "0"], ["--netns", "-1"], ["-P", "0"], ["-p", "x"],
                  ["--backend", "nope"], ["--bogus"]):

@@ -79,6 +79,7 @@ def test_text_columns(run_tool):
     srv.close()
 
 
+@pytest.mark.unit
 def test_bad_arguments_one_line_exit_2():
     for argv in (["-P", "0"], ["-P", "65536"], ["-p", "0"], ["--backend", "fentry2"], ["--bogus"]):
         rc, out, err = cli("tcpaccept", *argv)

@@ -225,6 +225,7 @@ def test_nothing_left_behind(run_tool, sig):
     assert kprobe_events_text() == kprobes_before
 
 
+@pytest.mark.unit
 def test_bad_arguments_one_line_exit_2():
     for argv in (["-p", "abc"], ["-p", "-4"], ["-p", "999999999"], ["-P", "0"], ["-P", "http"],
                  ["-u", "x"], ["--backend", "nope"], ["--bogus"]):
@@ -234,6 +235,7 @@ def test_bad_arguments_one_line_exit_2():
         assert "Traceback" not in err and err.startswith("kprobekit tcpconnect: ")
 
 
+@pytest.mark.unit
 def test_unknown_command():
     rc, out, err = cli("nosuchtool")
     assert rc == 2 and "unknown command" in err and len(err.strip().splitlines()) == 1
@@ -392,6 +394,7 @@ def test_cgroup_filter(run_tool):
     srv.close()
 
 
+@pytest.mark.unit
 def test_new_options_bad_arguments_one_line_exit_2():
     for argv in (["--netns", "x"], ["--netns", "0"], ["--cgroup", "/nonexistent"], ["--cgroup", "/tmp"],
                  ["--lat", "1"], ["-x", "-x", "bogus"]):

@@ -100,6 +100,7 @@ def test_text_columns(run_tool):
     srv.close()
 
 
+@pytest.mark.unit
 def test_bad_arguments_one_line_exit_2():
     for argv in (["-L", "0"], ["-D", "1,2,x"], ["-p", "-1"], ["--backend", "fentry"], ["--bogus"]):
         rc, out, err = cli("tcplife", *argv)

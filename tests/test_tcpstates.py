@@ -113,6 +113,7 @@ def test_text_columns(run_tool):
     srv.close()
 
 
+@pytest.mark.unit
 def test_bad_arguments_one_line_exit_2():
     for argv in (["-L", "0"], ["-D", "x"], ["-p", "x"], ["--backend", "kprobe"], ["--bogus"]):
         rc, out, err = cli("tcpstates", *argv)
