@@ -11,7 +11,7 @@ library, imports in ~2 ms, and the per-event path does not call through it).
 import ctypes
 import os
 from ctypes import (CFUNCTYPE, POINTER, c_bool, c_char_p, c_int, c_long, c_size_t,
-                    c_uint, c_uint32, c_uint64, c_void_p)
+                    c_uint32, c_uint64, c_void_p)
 
 from . import errors
 

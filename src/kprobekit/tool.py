@@ -92,3 +92,16 @@ class Tool:
             if b.name == name:
                 return b
         return None
+
+
+# Declarations several tools share.
+
+def elapsed(rec, run):
+    """Seconds since the run's first event, from the record's ts_ns."""
+    return run.elapsed(rec.ts_ns)
+
+
+TIMESTAMP = Flag("-t", "--timestamp", help="include a TIME(s) column")
+TIME_COLUMN = Column("TIME(s)", 9, elapsed, when="timestamp", fmt="{:<9.3f}")
+IPV4_ONLY = Flag("-4", "--ipv4", help="trace IPv4 only", rodata=("filter_family", 2))
+IPV6_ONLY = Flag("-6", "--ipv6", help="trace IPv6 only", rodata=("filter_family", 10))

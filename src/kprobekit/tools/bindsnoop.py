@@ -1,13 +1,10 @@
 """bindsnoop: bind() on IPv4/IPv6 sockets, TCP and UDP, with errors.  BPF side: bpf/bindsnoop.bpf.c."""
 
 from ..cli.runner import port_list
-from ..tool import Backend, Column, Flag, Option, Tool
+from ..tool import TIMESTAMP, TIME_COLUMN, Backend, Column, Flag, Option, Tool, elapsed
 
 _PROTOS = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP", 136: "UDPLITE", 262: "MPTCP"}
 
-
-def _time(rec, run):
-    return run.elapsed(rec.ts_ns)
 
 
 def _proto(rec, run):
@@ -40,7 +37,7 @@ TOOL = Tool(
                      "inet_bind (e.g. EINVAL for a short address) are seen too"),
     ],
     options=[
-        Flag("-t", "--timestamp", help="include a TIME(s) column"),
+        TIMESTAMP,
         Flag("-U", "--print-uid", help="include a UID column"),
         Flag("-E", "--errors-only", help="report failed binds only", rodata=("errors_only", True)),
         Option("-P", "--port", type=port_list, rodata="filter_ports", metavar="PORT[,PORT...]",
@@ -52,7 +49,7 @@ TOOL = Tool(
                 "OPTS: socket options set before bind(): F IP_FREEBIND, T IP_TRANSPARENT,\n"
                 "N IP_BIND_ADDRESS_NO_PORT, R SO_REUSEADDR, r SO_REUSEPORT.  IF: SO_BINDTODEVICE ifindex.",
     columns=[
-        Column("TIME(s)", 9, _time, when="timestamp", fmt="{:<9.3f}"),
+        TIME_COLUMN,
         Column("UID", 6, "uid", when="print_uid"),
         Column("PID", 7, "pid"),
         Column("COMM", 16, "comm"),
@@ -64,7 +61,7 @@ TOOL = Tool(
         Column("ADDR", 39, "addr"),
     ],
     json_fields=["pid", "tid", "uid", "comm", ("ret", _ret), ("errno", _errno), ("proto", _proto),
-                 "addr", "port", ("opts", _opts), "bound_if", ("time_s", _time)],
+                 "addr", "port", ("opts", _opts), "bound_if", ("time_s", elapsed)],
     examples="""examples:
   kprobekit bindsnoop               # all binds
   kprobekit bindsnoop -E            # failed binds only

@@ -13,7 +13,7 @@ from .. import events, features, kernel
 from ..btf import KIND_INT, KIND_PTR
 from ..cli import output
 from ..cli.runner import check_privileges, choose_backend, command_parser, pid_arg, run_command
-from ..errors import NotSupported, UsageError
+from ..errors import NotSupported
 from ..histogram import format_log2
 from ..object import Object
 from ..symbols import Functions

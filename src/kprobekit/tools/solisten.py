@@ -1,11 +1,8 @@
 """solisten: listen() on TCP sockets, with network namespace and backlog.  BPF side: bpf/solisten.bpf.c."""
 
 from ..cli.runner import netns_arg, port_list
-from ..tool import Backend, Column, Flag, Option, Tool
+from ..tool import TIMESTAMP, TIME_COLUMN, Backend, Column, Flag, Option, Tool, elapsed
 
-
-def _time(rec, run):
-    return run.elapsed(rec.ts_ns)
 
 
 def _proto(rec, run):
@@ -28,7 +25,7 @@ TOOL = Tool(
                      "in the caller's fd table; every column known (listen via io_uring is not seen)"),
     ],
     options=[
-        Flag("-t", "--timestamp", help="include a TIME(s) column"),
+        TIMESTAMP,
         Option("-n", "--netns", type=netns_arg, rodata="filter_netns", metavar="ID",
                help="trace this network namespace only (inode number; filtered in the kernel)"),
         Option("-P", "--port", type=port_list, rodata="filter_ports", metavar="PORT[,PORT...]",
@@ -37,7 +34,7 @@ TOOL = Tool(
              rodata=("report_failed", True)),
     ],
     columns=[
-        Column("TIME(s)", 9, _time, when="timestamp", fmt="{:<9.3f}"),
+        TIME_COLUMN,
         Column("PID", 7, "pid"),
         Column("COMM", 16, "comm"),
         Column("NETNS", 10, "netns"),
@@ -48,7 +45,7 @@ TOOL = Tool(
         Column("RET", 12, _ret, when="failed"),
     ],
     json_fields=["pid", "comm", "netns", ("proto", _proto), "backlog", "addr", "port", "ret",
-                 ("time_s", _time)],
+                 ("time_s", elapsed)],
     examples="""examples:
   kprobekit solisten                     # all listen() calls
   kprobekit solisten -n 4026531840       # in this network namespace only

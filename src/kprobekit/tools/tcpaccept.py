@@ -1,11 +1,8 @@
 """tcpaccept: passive TCP connections, as accept() returns them.  BPF side: bpf/tcpaccept.bpf.c."""
 
 from ..cli.runner import port_list
-from ..tool import Backend, Column, Flag, Option, Tool
+from ..tool import IPV4_ONLY, IPV6_ONLY, TIMESTAMP, TIME_COLUMN, Backend, Column, Flag, Option, Tool, elapsed
 
-
-def _time(rec, run):
-    return run.elapsed(rec.ts_ns)
 
 
 TOOL = Tool(
@@ -19,15 +16,15 @@ TOOL = Tool(
                      "every column known (accepts via io_uring or in the kernel are not seen)"),
     ],
     options=[
-        Flag("-t", "--timestamp", help="include a TIME(s) column"),
+        TIMESTAMP,
         Flag("-U", "--print-uid", help="include a UID column"),
-        Flag("-4", "--ipv4", help="trace IPv4 only", rodata=("filter_family", 2)),
-        Flag("-6", "--ipv6", help="trace IPv6 only", rodata=("filter_family", 10)),
+        IPV4_ONLY,
+        IPV6_ONLY,
         Option("-P", "--port", type=port_list, rodata="filter_ports", metavar="PORT[,PORT...]",
                help="local ports to trace (filtered in the kernel)"),
     ],
     columns=[
-        Column("TIME(s)", 9, _time, when="timestamp", fmt="{:<9.3f}"),
+        TIME_COLUMN,
         Column("UID", 6, "uid", when="print_uid"),
         Column("PID", 7, "pid"),
         Column("COMM", 16, "comm"),
@@ -37,7 +34,7 @@ TOOL = Tool(
         Column("LADDR", 16, "laddr"),
         Column("LPORT", 5, "lport"),
     ],
-    json_fields=["pid", "tid", "uid", "comm", "ip", "raddr", "rport", "laddr", "lport", ("time_s", _time)],
+    json_fields=["pid", "tid", "uid", "comm", "ip", "raddr", "rport", "laddr", "lport", ("time_s", elapsed)],
     examples="""examples:
   kprobekit tcpaccept               # all accepted connections
   kprobekit tcpaccept -t -P 80,443  # on these local ports, with time

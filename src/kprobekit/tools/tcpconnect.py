@@ -1,11 +1,8 @@
 """tcpconnect: active TCP connections (connect()), IPv4 and IPv6.  BPF side: bpf/tcpconnect.bpf.c."""
 
 from ..cli.runner import cgroup_arg, netns_arg, port_list, uid_arg
-from ..tool import Backend, Column, Flag, Option, Tool
+from ..tool import IPV4_ONLY, IPV6_ONLY, TIMESTAMP, TIME_COLUMN, Backend, Column, Flag, Option, Tool, elapsed
 
-
-def _time(rec, run):
-    return run.elapsed(rec.ts_ns)
 
 
 def _ret(rec, run):
@@ -52,11 +49,11 @@ TOOL = Tool(
                      "SYN_SENT with RET '-'"),
     ],
     options=[
-        Flag("-t", "--timestamp", help="include a TIME(s) column"),
+        TIMESTAMP,
         Flag("-U", "--print-uid", help="include a UID column"),
         Flag("-L", "--lport", help="include an LPORT column"),
-        Flag("-4", "--ipv4", help="trace IPv4 only", rodata=("filter_family", 2)),
-        Flag("-6", "--ipv6", help="trace IPv6 only", rodata=("filter_family", 10)),
+        IPV4_ONLY,
+        IPV6_ONLY,
         Option("-P", "--port", type=port_list, rodata="filter_ports", metavar="PORT[,PORT...]",
                help="destination ports to trace (filtered in the kernel)"),
         Option("-u", "--uid", type=uid_arg, rodata="filter_uid", help="trace this UID only"),
@@ -70,7 +67,7 @@ TOOL = Tool(
                help="trace tasks in this cgroup v2 only (filtered in the kernel)"),
     ],
     columns=[
-        Column("TIME(s)", 9, _time, when="timestamp", fmt="{:<9.3f}"),
+        TIME_COLUMN,
         Column("UID", 6, "uid", when="print_uid"),
         Column("PID", 7, "pid"),
         Column("COMM", 16, "comm"),
@@ -83,7 +80,7 @@ TOOL = Tool(
         Column("RET", 12, _ret_text, when="failed"),
     ],
     json_fields=["pid", "tid", "uid", "comm", "ip", "saddr", "daddr", "sport", "dport",
-                 ("ret", _ret), ("errno", _errno), ("lat_us", _lat_us), ("time_s", _time)],
+                 ("ret", _ret), ("errno", _errno), ("lat_us", _lat_us), ("time_s", elapsed)],
     examples="""examples:
   kprobekit tcpconnect              # all connects
   kprobekit tcpconnect -t -U -L     # with time, UID and local port

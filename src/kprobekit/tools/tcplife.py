@@ -1,12 +1,9 @@
 """tcplife: TCP sessions with duration and bytes, reported at close.  BPF side: bpf/tcplife.bpf.c."""
 
 from ..cli.runner import port_list
-from ..tool import Backend, Column, Flag, Option, Tool
+from ..tool import IPV4_ONLY, IPV6_ONLY, TIMESTAMP, TIME_COLUMN, Backend, Column, Option, Tool, elapsed
 from ._tcp import OWNER_HELP, owner_comm, owner_pid
 
-
-def _time(rec, run):
-    return run.elapsed(rec.ts_ns)
 
 
 def _span_ms(rec, run):
@@ -27,16 +24,16 @@ TOOL = Tool(
         Backend("tracepoint", ["tp_set_state"], needs=["tracepoint"], note="sock:inet_sock_set_state"),
     ],
     options=[
-        Flag("-t", "--timestamp", help="include a TIME(s) column"),
-        Flag("-4", "--ipv4", help="trace IPv4 only", rodata=("filter_family", 2)),
-        Flag("-6", "--ipv6", help="trace IPv6 only", rodata=("filter_family", 10)),
+        TIMESTAMP,
+        IPV4_ONLY,
+        IPV6_ONLY,
         Option("-L", "--localport", type=port_list, rodata="filter_lports", metavar="PORT[,PORT...]",
                help="local ports to trace (filtered in the kernel)"),
         Option("-D", "--remoteport", type=port_list, rodata="filter_rports", metavar="PORT[,PORT...]",
                help="remote ports to trace (filtered in the kernel)"),
     ],
     columns=[
-        Column("TIME(s)", 9, _time, when="timestamp", fmt="{:<9.3f}"),
+        TIME_COLUMN,
         Column("PID", 7, owner_pid),
         Column("COMM", 16, owner_comm),
         Column("LADDR", 16, "laddr"),
@@ -48,7 +45,7 @@ TOOL = Tool(
         Column("MS", 9, _span_ms, fmt="{:>9.2f}", right=True),
     ],
     json_fields=[("pid", owner_pid), ("comm", owner_comm), "ip", "laddr", "lport", "raddr", "rport",
-                 "tx_bytes", "rx_bytes", ("span_ms", _span_ms), ("time_s", _time)],
+                 "tx_bytes", "rx_bytes", ("span_ms", _span_ms), ("time_s", elapsed)],
     examples="""examples:
   kprobekit tcplife                 # all TCP sessions
   kprobekit tcplife -L 80 -t        # local port 80, with time

@@ -1,12 +1,9 @@
 """tcpstates: TCP state changes with the time spent in each state.  BPF side: bpf/tcpstates.bpf.c."""
 
 from ..cli.runner import port_list
-from ..tool import Backend, Column, Flag, Option, Tool
+from ..tool import IPV4_ONLY, IPV6_ONLY, TIMESTAMP, TIME_COLUMN, Backend, Column, Option, Tool, elapsed
 from ._tcp import OWNER_HELP, owner_comm, owner_pid, state_name
 
-
-def _time(rec, run):
-    return run.elapsed(rec.ts_ns)
 
 
 def _skaddr(rec, run):
@@ -28,16 +25,16 @@ TOOL = Tool(
         Backend("tracepoint", ["tp_set_state"], needs=["tracepoint"], note="sock:inet_sock_set_state"),
     ],
     options=[
-        Flag("-t", "--timestamp", help="include a TIME(s) column"),
-        Flag("-4", "--ipv4", help="trace IPv4 only", rodata=("filter_family", 2)),
-        Flag("-6", "--ipv6", help="trace IPv6 only", rodata=("filter_family", 10)),
+        TIMESTAMP,
+        IPV4_ONLY,
+        IPV6_ONLY,
         Option("-L", "--localport", type=port_list, rodata="filter_lports", metavar="PORT[,PORT...]",
                help="local ports to trace (filtered in the kernel)"),
         Option("-D", "--remoteport", type=port_list, rodata="filter_rports", metavar="PORT[,PORT...]",
                help="remote ports to trace (filtered in the kernel)"),
     ],
     columns=[
-        Column("TIME(s)", 9, _time, when="timestamp", fmt="{:<9.3f}"),
+        TIME_COLUMN,
         Column("SKADDR", 16, _skaddr),
         Column("PID", 7, owner_pid),
         Column("COMM", 16, owner_comm),
@@ -53,7 +50,7 @@ TOOL = Tool(
     json_fields=[("skaddr", _skaddr), ("pid", owner_pid), ("comm", owner_comm), "ip", "laddr", "lport",
                  "raddr", "rport", ("oldstate", lambda rec, run: state_name(rec.oldstate)),
                  ("newstate", lambda rec, run: state_name(rec.newstate)), ("delta_ms", _delta_ms),
-                 ("time_s", _time)],
+                 ("time_s", elapsed)],
     examples="""examples:
   kprobekit tcpstates               # all TCP state changes
   kprobekit tcpstates -L 80 -4      # local port 80, IPv4
