@@ -14,9 +14,8 @@
  */
 #include "kprobekit.bpf.h"
 
-#define MAX_PORTS 16
 
-const volatile __u16 filter_ports[MAX_PORTS] = {};	/* ports, 0-terminated */
+const volatile __u16 filter_ports[KK_MAX_PORTS] = {};	/* ports, 0-terminated */
 const volatile bool errors_only = false;
 
 /* OPTS bits, as bcc's bindsnoop prints them: "FTNRr" */
@@ -101,16 +100,6 @@ static __always_inline __u8 sock_opts(struct sock *sk)
 	return opts;
 }
 
-static __always_inline bool port_wanted(__u16 port)
-{
-	if (!filter_ports[0])
-		return true;
-	for (int i = 0; i < MAX_PORTS && filter_ports[i]; i++)
-		if (filter_ports[i] == port)
-			return true;
-	return false;
-}
-
 /*
  * Copies the requested port and address of a sockaddr_in/sockaddr_in6
  * (sin_port at offset 2; sin_addr at 4, sin6_addr at 8) into c.
@@ -152,7 +141,7 @@ static __always_inline int emit(void *ctx, struct socket *sock, const struct cal
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
 	port = ret ? c->port : BPF_CORE_READ(sk, __sk_common.skc_num);
-	if (!port_wanted(port))
+	if (!kk_port_in(filter_ports, port))
 		return 0;
 	e = kk_reserve();
 	if (!e)

@@ -14,11 +14,10 @@
  */
 #include "kprobekit.bpf.h"
 
-#define MAX_PORTS 16
 #define IPPROTO_TCP 6
 
 const volatile __u32 filter_netns = 0;			/* network namespace inode, 0: any */
-const volatile __u16 filter_ports[MAX_PORTS] = {};	/* local ports, 0-terminated */
+const volatile __u16 filter_ports[KK_MAX_PORTS] = {};	/* local ports, 0-terminated */
 const volatile bool report_failed = false;		/* also listen() calls that failed */
 
 struct event {
@@ -50,16 +49,6 @@ struct {
 	__type(value, struct call);
 } calls SEC(".maps");
 
-static __always_inline bool port_wanted(__u16 port)
-{
-	if (!filter_ports[0])
-		return true;
-	for (int i = 0; i < MAX_PORTS && filter_ports[i]; i++)
-		if (filter_ports[i] == port)
-			return true;
-	return false;
-}
-
 static __always_inline int emit(void *ctx, struct socket *sock, int backlog, int ret)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -80,7 +69,7 @@ static __always_inline int emit(void *ctx, struct socket *sock, int backlog, int
 	if (filter_netns && netns != filter_netns)
 		return 0;
 	port = BPF_CORE_READ(sk, __sk_common.skc_num);
-	if (!port_wanted(port))
+	if (!kk_port_in(filter_ports, port))
 		return 0;
 	e = kk_reserve();
 	if (!e)

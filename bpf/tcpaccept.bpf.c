@@ -15,11 +15,10 @@
  */
 #include "kprobekit.bpf.h"
 
-#define MAX_PORTS 16
 #define IPPROTO_TCP 6
 
 const volatile __u16 filter_family = 0;			/* AF_INET, AF_INET6 or 0 */
-const volatile __u16 filter_ports[MAX_PORTS] = {};	/* local ports, 0-terminated */
+const volatile __u16 filter_ports[KK_MAX_PORTS] = {};	/* local ports, 0-terminated */
 
 struct event {
 	kk_addr_t laddr;
@@ -35,16 +34,6 @@ struct event {
 };
 
 KK_EVENTS(struct event)
-
-static __always_inline bool port_wanted(__u16 port)
-{
-	if (!filter_ports[0])
-		return true;
-	for (int i = 0; i < MAX_PORTS && filter_ports[i]; i++)
-		if (filter_ports[i] == port)
-			return true;
-	return false;
-}
 
 static __always_inline int emit(void *ctx, struct sock *sk)
 {
@@ -62,7 +51,7 @@ static __always_inline int emit(void *ctx, struct sock *sk)
 	if (filter_family && family != filter_family)
 		return 0;
 	lport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	if (!port_wanted(lport))
+	if (!kk_port_in(filter_ports, lport))
 		return 0;
 	e = kk_reserve();
 	if (!e)

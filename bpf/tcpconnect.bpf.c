@@ -21,12 +21,11 @@
  */
 #include "kprobekit.bpf.h"
 
-#define MAX_PORTS 16
 #define IPPROTO_TCP 6
 
 const volatile __u16 filter_family = 0;		/* AF_INET, AF_INET6 or 0 */
 const volatile __u32 filter_uid = (__u32)-1;	/* -1: any user */
-const volatile __u16 filter_ports[MAX_PORTS] = {};	/* destination ports, 0-terminated */
+const volatile __u16 filter_ports[KK_MAX_PORTS] = {};	/* destination ports, 0-terminated */
 const volatile __u32 filter_netns = 0;		/* network namespace inode, 0: any */
 const volatile __u64 filter_cgroup = 0;		/* cgroup v2 id, 0: any */
 const volatile bool report_at_end = false;	/* report when the handshake ends (--lat, -x) */
@@ -80,16 +79,6 @@ struct {
 	__type(value, struct who);
 } syn_sent SEC(".maps");
 
-static __always_inline bool port_wanted(__u16 port)
-{
-	if (!filter_ports[0])
-		return true;
-	for (int i = 0; i < MAX_PORTS && filter_ports[i]; i++)
-		if (filter_ports[i] == port)
-			return true;
-	return false;
-}
-
 /* Filters that need only the current task; applied before anything is stashed. */
 static __always_inline bool task_wanted(void)
 {
@@ -130,7 +119,7 @@ static __always_inline int emit_for(void *ctx, struct sock *sk, const struct who
 
 	if (filter_family && family != filter_family)
 		return 0;
-	if (!port_wanted(dport))
+	if (!kk_port_in(filter_ports, dport))
 		return 0;
 	if (filter_netns && kk_sock_netns(sk) != filter_netns)
 		return 0;
@@ -182,7 +171,7 @@ static __always_inline int emit_failed(void *ctx, struct sock *sk, struct sockad
 	dport = bpf_ntohs(head.port);
 	if (filter_family && family != filter_family)
 		return 0;
-	if (!port_wanted(dport))
+	if (!kk_port_in(filter_ports, dport))
 		return 0;
 	if (filter_netns && kk_sock_netns(sk) != filter_netns)
 		return 0;

@@ -12,11 +12,10 @@
  */
 #include "kk_tcp_state.bpf.h"
 
-#define MAX_PORTS 16
 
 const volatile __u16 filter_family = 0;			/* AF_INET, AF_INET6 or 0 */
-const volatile __u16 filter_lports[MAX_PORTS] = {};	/* 0-terminated */
-const volatile __u16 filter_rports[MAX_PORTS] = {};
+const volatile __u16 filter_lports[KK_MAX_PORTS] = {};	/* 0-terminated */
+const volatile __u16 filter_rports[KK_MAX_PORTS] = {};
 
 struct event {
 	kk_addr_t laddr;
@@ -43,16 +42,6 @@ struct {
 	__type(key, struct sock *);
 	__type(value, __u64);
 } births SEC(".maps");
-
-static __always_inline bool in_list(const volatile __u16 *ports, __u16 port)
-{
-	if (!ports[0])
-		return true;
-	for (int i = 0; i < MAX_PORTS && ports[i]; i++)
-		if (ports[i] == port)
-			return true;
-	return false;
-}
 
 static __always_inline int handle(void *ctx, const struct kk_transition *t)
 {
@@ -81,7 +70,7 @@ static __always_inline int handle(void *ctx, const struct kk_transition *t)
 		return 0;
 	if (filter_family && t->family != filter_family)
 		return 0;
-	if (!in_list(filter_lports, t->sport) || !in_list(filter_rports, t->dport))
+	if (!kk_port_in(filter_lports, t->sport) || !kk_port_in(filter_rports, t->dport))
 		return 0;
 	e = kk_reserve();
 	if (!e)

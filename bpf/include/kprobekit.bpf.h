@@ -84,6 +84,19 @@ static __always_inline void kk_submit(void *ctx, event_t *e)			\
 #define ___KK_CAT(a, b) ___KK_CAT2(a, b)
 #define ___KK_CAT2(a, b) a##b
 
+/* Port filters: `const volatile __u16 NAME[KK_MAX_PORTS]` set from user space, 0-terminated; empty lets all through. */
+#define KK_MAX_PORTS 16
+
+static __always_inline bool kk_port_in(const volatile __u16 *ports, __u16 port)
+{
+	if (!ports[0])
+		return true;
+	for (int i = 0; i < KK_MAX_PORTS && ports[i]; i++)
+		if (ports[i] == port)
+			return true;
+	return false;
+}
+
 static __always_inline bool kk_pid_wanted(__u32 tgid)
 {
 	return !filter_pid || filter_pid == tgid;

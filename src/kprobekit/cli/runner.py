@@ -62,6 +62,9 @@ def pid_arg(text):
     return pid
 
 
+MAX_PORTS = 16     # KK_MAX_PORTS in bpf/include/kprobekit.bpf.h: the filter arrays' size
+
+
 def port_list(text):
     ports = []
     for part in text.split(","):
@@ -72,8 +75,8 @@ def port_list(text):
         if not 1 <= port <= 65535:
             raise argparse.ArgumentTypeError(f"invalid port {port}: must be 1-65535")
         ports.append(port)
-    if len(ports) > 16:
-        raise argparse.ArgumentTypeError("at most 16 ports")
+    if len(ports) > MAX_PORTS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_PORTS} ports")
     return ports
 
 
