@@ -52,10 +52,7 @@ KK_EVENTS(struct event)
 /* Who connects: taken in the connecting task, reported possibly later. */
 struct who {
 	__u64 ts_ns;
-	__u32 pid;
-	__u32 tid;
-	__u32 uid;
-	char comm[TASK_COMM_LEN];
+	struct kk_task task;
 };
 
 /* kprobe backend: thread id -> the call's arguments, between kprobe and kretprobe. */
@@ -94,13 +91,8 @@ static __always_inline bool task_wanted(void)
 
 static __always_inline void who_now(struct who *w)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-
 	w->ts_ns = bpf_ktime_get_ns();
-	w->pid = pid_tgid >> 32;
-	w->tid = (__u32)pid_tgid;
-	w->uid = (__u32)bpf_get_current_uid_gid();
-	bpf_get_current_comm(w->comm, sizeof(w->comm));
+	kk_task_now(&w->task);
 }
 
 /* How a connect ended, as far as the reporting hook knows. */
@@ -132,10 +124,7 @@ static __always_inline int emit_for(void *ctx, struct sock *sk, const struct who
 	e->ret = o->ret;
 	e->outcome_known = o->known;
 	e->ts_ns = w->ts_ns;
-	e->pid = w->pid;
-	e->tid = w->tid;
-	e->uid = w->uid;
-	__builtin_memcpy(e->comm, w->comm, sizeof(e->comm));
+	KK_SET_TASK(e, &w->task);
 	e->sport = sport;
 	e->dport = dport;
 	e->ip = family == AF_INET6 ? 6 : 4;

@@ -47,7 +47,7 @@ static __always_inline int handle(void *ctx, const struct kk_transition *t)
 {
 	__u64 now = bpf_ktime_get_ns(), *birth, born;
 	struct tcp_sock *tp = (struct tcp_sock *)t->sk;
-	struct kk_owner owner = {};
+	struct kk_task owner = {};
 	struct event *e;
 	bool known;
 
@@ -83,10 +83,7 @@ static __always_inline int handle(void *ctx, const struct kk_transition *t)
 	e->tx_bytes = BPF_CORE_READ(tp, bytes_acked);
 	e->rx_bytes = BPF_CORE_READ(tp, bytes_received);
 	if (known) {
-		e->pid = owner.pid;
-		e->tid = owner.tid;
-		e->uid = owner.uid;
-		__builtin_memcpy(e->comm, owner.comm, sizeof(e->comm));
+		KK_SET_TASK(e, &owner);
 	}
 	e->lport = t->sport;
 	e->rport = t->dport;

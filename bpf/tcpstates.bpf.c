@@ -45,7 +45,7 @@ struct {
 static __always_inline int handle(void *ctx, const struct kk_transition *t)
 {
 	__u64 now = bpf_ktime_get_ns(), *since, delta;
-	struct kk_owner owner = {};
+	struct kk_task owner = {};
 	bool known;
 	struct event *e;
 
@@ -78,10 +78,7 @@ static __always_inline int handle(void *ctx, const struct kk_transition *t)
 	e->ts_ns = now;
 	e->delta_ns = delta;
 	if (known) {
-		e->pid = owner.pid;
-		e->tid = owner.tid;
-		e->uid = owner.uid;
-		__builtin_memcpy(e->comm, owner.comm, sizeof(e->comm));
+		KK_SET_TASK(e, &owner);
 	}
 	e->oldstate = t->oldstate;
 	e->newstate = t->newstate;

@@ -29,18 +29,11 @@ struct kk_transition {
 	__u16 family;
 };
 
-struct kk_owner {
-	__u32 pid;
-	__u32 tid;
-	__u32 uid;
-	char comm[TASK_COMM_LEN];
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct sock *);
-	__type(value, struct kk_owner);
+	__type(value, struct kk_task);
 } kk_owners SEC(".maps");
 
 /* Transitions made only by the owner's own calls: connect(), listen(), close()/shutdown(). */
@@ -62,17 +55,12 @@ static __always_inline bool kk_in_owner_task(int oldstate, int newstate)
  * its own (and it is remembered for the socket), else the remembered one.
  * False when not known.
  */
-static __always_inline bool kk_transition_owner(const struct kk_transition *t, struct kk_owner *owner)
+static __always_inline bool kk_transition_owner(const struct kk_transition *t, struct kk_task *owner)
 {
-	struct kk_owner *found;
+	struct kk_task *found;
 
 	if (kk_in_owner_task(t->oldstate, t->newstate)) {
-		__u64 pid_tgid = bpf_get_current_pid_tgid();
-
-		owner->pid = pid_tgid >> 32;
-		owner->tid = (__u32)pid_tgid;
-		owner->uid = (__u32)bpf_get_current_uid_gid();
-		bpf_get_current_comm(owner->comm, sizeof(owner->comm));
+		kk_task_now(owner);
 		bpf_map_update_elem(&kk_owners, &t->sk, owner, BPF_ANY);
 		return true;
 	}

@@ -97,6 +97,33 @@ static __always_inline bool kk_port_in(const volatile __u16 *ports, __u16 port)
 	return false;
 }
 
+/* A task as events report it; kept in a map when the report comes later than the deed. */
+struct kk_task {
+	__u32 pid;	/* tgid */
+	__u32 tid;
+	__u32 uid;
+	char comm[TASK_COMM_LEN];
+};
+
+static __always_inline void kk_task_now(struct kk_task *t)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+
+	t->pid = pid_tgid >> 32;
+	t->tid = (__u32)pid_tgid;
+	t->uid = (__u32)bpf_get_current_uid_gid();
+	bpf_get_current_comm(t->comm, sizeof(t->comm));
+}
+
+/* Copies a kk_task into an event's pid, tid, uid and comm members. */
+#define KK_SET_TASK(e, t)						\
+	do {								\
+		(e)->pid = (t)->pid;					\
+		(e)->tid = (t)->tid;					\
+		(e)->uid = (t)->uid;					\
+		__builtin_memcpy((e)->comm, (t)->comm, sizeof((e)->comm)); \
+	} while (0)
+
 static __always_inline bool kk_pid_wanted(__u32 tgid)
 {
 	return !filter_pid || filter_pid == tgid;
