@@ -334,7 +334,8 @@ class EventStream:
 
     def __iter__(self):
         while True:
-            yield from self._reader.poll(-1)
+            # bounded: see tracepipe.TracePipe.__iter__ (a signal just before the wait)
+            yield from self._reader.poll(250)
 
     def close(self):
         self._reader.close()
@@ -345,9 +346,12 @@ def run(main, *args) -> NoReturn:  # noqa: F821
     Ctrl-C and SIGTERM end it cleanly (`with` blocks close) with exit code 0."""
     import signal
 
-    def on_term(signum, frame):
+    def on_signal(signum, frame):
         raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, on_term)
+    # SIGINT too: a process started with SIGINT ignored (a background job of a
+    # non-interactive shell) would otherwise never see Ctrl-C.
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     prog = os.path.basename(sys.argv[0] or "kprobekit").rsplit(".py", 1)[0]
     try:
         rc = main(*args)

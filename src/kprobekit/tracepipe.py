@@ -81,6 +81,9 @@ def _comm_of(pid):
         return "<...>"
 
 
+WAKE_SECONDS = 0.25     # how long a Ctrl-C can wait to be noticed by an iterating reader
+
+
 class TracePipe:
     """A non-blocking reader of bpf_printk lines; `poll(timeout)` returns the lines that arrived."""
 
@@ -139,8 +142,11 @@ class TracePipe:
         return self.read()
 
     def __iter__(self):
+        # Never an unbounded wait: a signal landing between Python's check for
+        # pending signals and the select() itself would go unhandled until a
+        # line arrived — Ctrl-C seemed ignored.
         while True:
-            yield from self.poll()
+            yield from self.poll(WAKE_SECONDS)
 
     def close(self):
         if self._fd is not None:
