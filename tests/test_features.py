@@ -64,3 +64,15 @@ def test_features_text_table():
 def test_bad_argument_is_one_line():
     rc, out, err = cli("features", "--bogus")
     assert rc == 2 and len(err.strip().splitlines()) == 1 and err.startswith("kprobekit features: ")
+
+
+# Debian's stock kernels, which tests/vm/run.py boots, have kprobes and fentry.
+STOCK_DEBIAN = os.uname().release.endswith("-amd64")
+
+
+@kernel
+@pytest.mark.skipif(not STOCK_DEBIAN, reason="not a Debian stock kernel (the VM matrix runs those)")
+def test_stock_kernel_reports_kprobes_and_fentry():
+    rc, out, err = cli("features", "--json")
+    report = json.loads(out)
+    assert rc == 0 and all(report[k] for k in ("kprobe", "kretprobe", "fentry", "fexit")), report
