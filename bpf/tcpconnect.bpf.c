@@ -102,6 +102,16 @@ struct outcome {
 	bool known;
 };
 
+/* The filters that need the socket: family, destination port, network namespace. */
+static __always_inline bool sock_wanted(struct sock *sk, __u16 family, __u16 dport)
+{
+	if (filter_family && family != filter_family)
+		return false;
+	if (!kk_port_in(filter_ports, dport))
+		return false;
+	return !filter_netns || kk_sock_netns(sk) == filter_netns;
+}
+
 static __always_inline int emit_for(void *ctx, struct sock *sk, const struct who *w, __u16 sport,
 				    const struct outcome *o)
 {
@@ -109,11 +119,7 @@ static __always_inline int emit_for(void *ctx, struct sock *sk, const struct who
 	__u16 dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	struct event *e;
 
-	if (filter_family && family != filter_family)
-		return 0;
-	if (!kk_port_in(filter_ports, dport))
-		return 0;
-	if (filter_netns && kk_sock_netns(sk) != filter_netns)
+	if (!sock_wanted(sk, family, dport))
 		return 0;
 	e = kk_reserve();
 	if (!e)
@@ -158,11 +164,7 @@ static __always_inline int emit_failed(void *ctx, struct sock *sk, struct sockad
 
 	bpf_probe_read_kernel(&head, sizeof(head), uaddr);
 	dport = bpf_ntohs(head.port);
-	if (filter_family && family != filter_family)
-		return 0;
-	if (!kk_port_in(filter_ports, dport))
-		return 0;
-	if (filter_netns && kk_sock_netns(sk) != filter_netns)
+	if (!sock_wanted(sk, family, dport))
 		return 0;
 	e = kk_reserve();
 	if (!e)
