@@ -4,7 +4,7 @@ import ctypes
 
 from . import _libbpf
 from ._libbpf import lib
-from .errors import AttachError, KprobekitError
+from .errors import AttachError
 from .link import Link
 
 
@@ -92,7 +92,3 @@ class Program:
         ptr = lib.bpf_program__attach_uprobe_opts(self._ptr, pid, str(binary).encode(), offset, ctypes.byref(opts))
         return self._link(ptr, f"uprobe {binary}:{symbol}" + (f"+{offset:#x}" if offset else ""))
 
-
-def require_loaded(prog):
-    if prog.fd < 0:
-        raise KprobekitError(f"use program {prog.name}: not loaded (autoload off, or object not loaded)")

@@ -216,17 +216,17 @@ def run(tool, argv):
         _libbpf.set_verbose(args.verbose)
         return _trace(tool, args)
     except errors.KprobekitError as e:
-        _report(tool, e, args is not None and args.verbose)
+        _report(tool.name, e, args is not None and args.verbose)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_OK
 
 
-def _report(tool, e, verbose):
+def _report(name, e, verbose):
     if verbose and e.log:
         for line in e.log:
             print(f"libbpf: {line}", file=sys.stderr)
-    print(f"kprobekit {tool.name}: {e}", file=sys.stderr)
+    print(f"kprobekit {name}: {e}", file=sys.stderr)
 
 
 def _trace(tool, args):
@@ -293,11 +293,7 @@ def run_command(name, parser, argv, body):
         signal.signal(signal.SIGINT, flag)
         return body(args, lambda: flag.stop) or EXIT_OK
     except errors.KprobekitError as e:
-        verbose = args is not None and getattr(args, "verbose", False)
-        if verbose and e.log:
-            for line in e.log:
-                print(f"libbpf: {line}", file=sys.stderr)
-        print(f"kprobekit {name}: {e}", file=sys.stderr)
+        _report(name, e, args is not None and getattr(args, "verbose", False))
         return EXIT_ERROR
     except BrokenPipeError:
         sys.stdout = None
