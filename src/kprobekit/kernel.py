@@ -17,7 +17,7 @@ def _mount(fstype, target):
     """mount(2) through libc: no mount(8) process on the start-up path."""
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.mount.argtypes = [ctypes.c_char_p] * 4 + [ctypes.c_ulong, ctypes.c_void_p]
+    libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_void_p]
     return libc.mount(b"nodev", target.encode(), fstype.encode(), 0, None) == 0
 
 
