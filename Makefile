@@ -18,11 +18,11 @@ LIBBPF_HDRS := $(addprefix /usr/include/bpf/,bpf_helpers.h bpf_helper_defs.h bpf
 APT_PACKAGES := clang llvm libbpf-dev libbpf1 bpftool python3-venv iproute2 \
 	qemu-system-x86 linux-image-amd64 linux-image-6.12-amd64 busybox-static
 
-.PHONY: all setup deps bpf venv pyc test test-host vmtest bench bench-deps bench-build clean
+.PHONY: all setup deps bpf venv pyc system-python wheel test test-host vmtest bench bench-deps bench-build clean
 
 all: bpf
 
-setup: deps bpf venv pyc
+setup: deps bpf venv pyc system-python
 
 # Bytecode ahead of time: without it every start compiles the imports (8 ms -> 23 ms).
 pyc: venv
@@ -65,10 +65,26 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(SYSTEM_PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
-	@# our own entry point: pip's console script imports re (~3 ms) before doing anything
-	printf '#!%s\nimport sys\nfrom kprobekit.cli.main import main\nsys.exit(main())\n' "$(abspath $(PY))" > /usr/local/bin/kprobekit
+	@# our own entry point: pip's console script imports re (~3 ms) before doing anything;
+	@# a Ctrl-C while it imports ends it quietly, as after
+	printf '#!%s\nimport sys\ntry:\n    from kprobekit.cli.main import main\nexcept KeyboardInterrupt:\n    sys.exit(0)\nsys.exit(main())\n' \
+		"$(abspath $(PY))" > /usr/local/bin/kprobekit
 	chmod 755 /usr/local/bin/kprobekit
 	touch $@
+
+# Debian's own python3 (/usr/bin/python3, what docs/library.md runs) imports kprobekit from
+# this checkout: a .pth file in its site directory, as an editable install would write.
+SYSTEM_SITE = $(shell $(SYSTEM_PYTHON) -c 'import site; print(site.getsitepackages()[0])')
+system-python:
+	mkdir -p $(SYSTEM_SITE)
+	echo "$(abspath src)" > $(SYSTEM_SITE)/kprobekit.pth
+
+# A wheel for any Python >= 3.9 (pip install dist/kprobekit-*.whl): the package, its compiled
+# BPF objects and the headers users' programs include.
+wheel: bpf venv
+	rm -rf dist build
+	$(PY) -m pip wheel -q --no-deps -w dist .
+	@ls dist/*.whl
 
 # The host suite, then the same privileged suite inside each stock kernel.
 test: bpf venv
@@ -106,4 +122,4 @@ bench: bpf venv bench-deps bench-build
 	$(PY) bench/run.py
 
 clean:
-	rm -rf src/kprobekit/objects/*.bpf.o src/kprobekit/include build src/*.egg-info bench/build
+	rm -rf src/kprobekit/objects/*.bpf.o src/kprobekit/include build dist src/*.egg-info bench/build

@@ -1,11 +1,11 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Seed 003, bcc's hello_world.py: "Hello, World!" each time a task calls clone().
 
 bcc hooked sys_clone with a kprobe.  On a kernel without kprobes this uses
 the syscalls:sys_enter_clone tracepoint instead, and says so; kprobekit.features
 decides, by loading a test program, not by the kernel version.
 
-    sudo examples/hello_world.py [kprobe|tracepoint]
+    /usr/bin/python3 examples/hello_world.py [kprobe|tracepoint]    (as root)
 """
 import sys
 

@@ -1,10 +1,10 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Seed 002: the kprobe on inet_bind and the kretprobe timing inet_release, without a kernel module.
 
 Prints each bpf_printk line as it comes; on Ctrl-C, a histogram of
 inet_release durations.  Needs kprobes.
 
-    sudo examples/inet_bind_release.py
+    /usr/bin/python3 examples/inet_bind_release.py    (as root)
 """
 import os
 

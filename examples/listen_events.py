@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Seed 004: an event for each listen() — address, port, network namespace, backlog.
 
 The bcc original declared the struct twice, in C and again as a ctypes class;
@@ -6,7 +6,7 @@ here it is defined once, in listen_events.bpf.c, and sent through a perf
 buffer named as in the seed.  Without kprobes the sock:inet_sock_set_state
 tracepoint stands in for the kprobe on inet_listen.
 
-    sudo examples/listen_events.py [kprobe|tracepoint]
+    /usr/bin/python3 examples/listen_events.py [kprobe|tracepoint]    (as root)
 """
 import os
 import sys

@@ -1,7 +1,7 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """The tool docs/library.md builds step by step: which files processes open.
 
-    sudo examples/opensnoop.py [-p PID]
+    /usr/bin/python3 examples/opensnoop.py [-p PID]    (as root)
 """
 import argparse
 

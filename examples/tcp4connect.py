@@ -1,10 +1,10 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Seed 000: trace IPv4 TCP connects (kprobe + kretprobe on tcp_v4_connect, a hash map between them).
 
 The bcc original parsed bpf_trace_printk text; here the kretprobe sends a
 struct, decoded from the object's BTF.  Needs kprobes.
 
-    sudo examples/tcp4connect.py
+    /usr/bin/python3 examples/tcp4connect.py    (as root)
 """
 import os
 

@@ -46,9 +46,9 @@ kernel = requires()     # a test that loads BPF programs into the running kernel
 class Tool:
     """A running `kprobekit TOOL --json ...`: started, ready once it says which backend it uses."""
 
-    def __init__(self, *argv, ready_timeout=60):
-        self.argv = [sys.executable, "-m", "kprobekit.cli.main", *argv]
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def __init__(self, *argv, ready_timeout=60, prefix=(), stdout=subprocess.PIPE):
+        self.argv = [*prefix, sys.executable, "-m", "kprobekit.cli.main", *argv]
+        self.proc = subprocess.Popen(self.argv, stdout=stdout, stderr=subprocess.PIPE, text=True)
         self.stderr_lines = []
         deadline = time.monotonic() + ready_timeout
         while True:
@@ -102,11 +102,24 @@ def run_tool():
         t.kill()
 
 
-def cli(*argv, timeout=120):
+def cli(*argv, timeout=120, prefix=()):
     """Runs `kprobekit ARGV` to completion: (exit code, stdout, stderr)."""
-    p = subprocess.run([sys.executable, "-m", "kprobekit.cli.main", *argv],
+    p = subprocess.run([*prefix, sys.executable, "-m", "kprobekit.cli.main", *argv],
                        capture_output=True, text=True, timeout=timeout)
     return p.returncode, p.stdout, p.stderr
+
+
+# A just-booted machine, in a private mount namespace: no tracefs, debugfs or securityfs mounted
+# (the script fails with 99 if any is left) and an empty /run/kprobekit (features' disk cache).
+_JUST_BOOTED = """
+for m in /sys/kernel/debug/tracing /sys/kernel/tracing /sys/kernel/debug /sys/kernel/security; do
+    while grep -q " $m " /proc/self/mountinfo; do umount "$m" || exit 98; done
+done
+if grep -Eq ' - (tracefs|debugfs|securityfs) ' /proc/self/mountinfo; then exit 99; fi
+mkdir -p /run/kprobekit && mount -t tmpfs tmpfs /run/kprobekit || exit 97
+exec "$@"
+"""
+JUST_BOOTED = ("unshare", "--mount", "--propagation", "private", "--", "sh", "-c", _JUST_BOOTED, "sh")
 
 
 def bpf_ids():

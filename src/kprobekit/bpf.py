@@ -121,8 +121,7 @@ class BPF:
 
     def load(self) -> BPF:
         # before asking features: without privileges every probe fails, and would blame the kernel
-        caps = kernel.capabilities()
-        if "CAP_SYS_ADMIN" not in caps and not {"CAP_BPF", "CAP_PERFMON"} <= set(caps):
+        if not kernel.privileged():
             raise PermissionDenied(f"load {self.name}: missing privileges", hint=ROOT_HINT)
         wanted = [p for p in self.object.programs.values() if p.autoload]
         self._check_sections(wanted)

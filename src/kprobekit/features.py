@@ -10,11 +10,14 @@ start-up does not pay for probing each time.
 import os
 
 from . import kernel
+from .errors import ROOT_HINT
 
 # Hook names, in the order `kprobekit features` prints them.
 HOOKS = ("btf", "kprobe", "kretprobe", "fentry", "fexit", "tracepoint", "tp_btf", "raw_tp",
          "ringbuf", "perfbuf", "tracefs")
 # Fixed for a boot: safe to keep on disk.  tracefs (mountable) is not.
+# Answered by looking at files any user may read; the rest load programs, which needs privileges.
+_UNPRIVILEGED = {"btf", "tracefs"}
 _PER_BOOT = {"btf", "kprobe", "kretprobe", "fentry", "fexit", "tracepoint", "tp_btf", "raw_tp",
              "ringbuf", "perfbuf"}
 # A function present and traceable on every kernel kprobekit supports.
@@ -25,13 +28,14 @@ CACHE_FILE = CACHE_DIR + "/features"
 
 
 class Feature:
+    """ok is True or False, or None when this process cannot tell (no privileges to probe)."""
     __slots__ = ("name", "ok", "reason")
 
     def __init__(self, name, ok, reason=""):
         self.name, self.ok, self.reason = name, ok, reason
 
     def __bool__(self):
-        return self.ok
+        return bool(self.ok)
 
     def __repr__(self):
         return f"Feature({self.name}={self.ok}{', ' + self.reason if self.reason else ''})"
@@ -48,6 +52,9 @@ def probe(name):
         if name not in HOOKS:
             raise ValueError(f"unknown feature {name!r}")
         f = _from_disk(name)
+        if f is None and name not in _UNPRIVILEGED and not kernel.privileged():
+            # every probe would fail with EPERM, which says nothing about the kernel
+            f = Feature(name, None, f"cannot tell: probing needs privileges — {ROOT_HINT}")
         if f is None:
             f = _PROBES[name]()
             _to_disk(f)
@@ -56,7 +63,7 @@ def probe(name):
 
 
 def have(name):
-    return probe(name).ok
+    return bool(probe(name).ok)
 
 
 def report():
@@ -68,7 +75,11 @@ def report():
 
 
 def reasons():
-    return {name: probe(name).reason for name in HOOKS if probe(name).reason}
+    """{name: why not} for every hook not available, and "lockdown" when it cannot be read."""
+    out = {name: probe(name).reason for name in HOOKS if probe(name).reason}
+    if kernel.lockdown() == "unknown":
+        out["lockdown"] = kernel.why_not("securityfs") or "securityfs has no lockdown file"
+    return out
 
 
 def forget():
@@ -195,7 +206,7 @@ def _trampoline(name):
 
 def _tracepoint():
     if kernel.tracefs() is None:
-        return Feature("tracepoint", False, "tracefs is not mounted and cannot be (not root?)")
+        return Feature("tracepoint", False, "needs tracefs: " + kernel.why_not("tracefs"))
     return Feature("tracepoint", *_load_and_attach("probe_tracepoint", lambda p: p.attach()))
 
 
@@ -221,7 +232,7 @@ def _map_type(name, map_type, since):
 def _tracefs():
     if kernel.tracefs() is not None:
         return Feature("tracefs", True)
-    return Feature("tracefs", False, "tracefs is not mounted and cannot be (not root?)")
+    return Feature("tracefs", False, kernel.why_not("tracefs"))
 
 
 _PROBES = {

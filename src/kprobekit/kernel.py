@@ -13,31 +13,81 @@ BTF_VMLINUX = "/sys/kernel/btf/vmlinux"
 CAPS = {21: "CAP_SYS_ADMIN", 38: "CAP_PERFMON", 39: "CAP_BPF"}
 
 
+# Why the last look for tracefs / securityfs failed, one line each, for `kprobekit features`.
+_why_not = {}
+
+
+def why_not(fstype):
+    """The one-line reason the filesystem is unusable ("" if it is usable or was never asked for)."""
+    return _why_not.get(fstype, "")
+
+
 def _mount(fstype, target):
-    """mount(2) through libc: no mount(8) process on the start-up path."""
+    """mount(2) through libc: no mount(8) process on the start-up path.  Records why it failed."""
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
+    # int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const void *data)
     libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_void_p]
-    return libc.mount(b"nodev", target.encode(), fstype.encode(), 0, None) == 0
+    libc.mount.restype = ctypes.c_int
+    if libc.mount(fstype.encode(), target.encode(), fstype.encode(), 0, None) == 0:
+        return True
+    err = ctypes.get_errno()
+    _why_not[fstype] = f"{fstype} is not mounted and mounting it at {target} failed: {os.strerror(err)}"
+    return False
+
+
+def privileged():
+    """True when this process may load BPF programs and mount filesystems (root or the capabilities)."""
+    caps = capabilities()
+    return "CAP_SYS_ADMIN" in caps or {"CAP_BPF", "CAP_PERFMON"} <= set(caps)
+
+
+def _not_mounted(fstype, target):
+    """Mounts fstype at target when root; else records why not.  True when it is there now."""
+    if not os.path.isdir(target):
+        _why_not[fstype] = f"{fstype} is not mounted and {target} does not exist (kernel without {fstype}?)"
+        return False
+    if "CAP_SYS_ADMIN" not in capabilities():
+        _why_not[fstype] = f"{fstype} is not mounted at {target}: mounting it needs root"
+        return False
+    return _mount(fstype, target)
 
 
 def tracefs(mount=True):
-    """The tracefs mount point, mounting it at /sys/kernel/tracing when root and absent; else None."""
+    """The tracefs mount point, mounting it at /sys/kernel/tracing when root and absent; else None
+    (why_not("tracefs") says why)."""
     for p in TRACEFS_PATHS:
         if os.path.isdir(p + "/events"):
+            _why_not.pop("tracefs", None)
             return p
     p = TRACEFS_PATHS[0]
-    if mount and os.geteuid() == 0 and os.path.isdir(p):
-        if _mount("tracefs", p) and os.path.isdir(p + "/events"):
-            return p
+    if _is_mountpoint(p) and not os.access(p, os.R_OK | os.X_OK):
+        _why_not["tracefs"] = f"tracefs at {p} is readable by root only: run as root"
+        return None
+    if not mount:
+        _why_not["tracefs"] = f"tracefs is not mounted at {p}"
+        return None
+    if _not_mounted("tracefs", p) and os.path.isdir(p + "/events"):
+        _why_not.pop("tracefs", None)
+        return p
     return None
 
 
+def _is_mountpoint(path):
+    """Whether path is mounted on, without needing to read inside it (os.path.ismount would)."""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            return any(line.split()[4] == path for line in f)
+    except OSError:
+        return False
+
+
 def lockdown():
-    """'none', 'integrity' or 'confidentiality'; 'unknown' if securityfs cannot be read."""
+    """'none', 'integrity' or 'confidentiality'; 'unknown' if securityfs cannot be read
+    (why_not("securityfs") says why)."""
     f = SECURITYFS + "/lockdown"
-    if not os.path.exists(f) and os.geteuid() == 0 and os.path.isdir(SECURITYFS):
-        _mount("securityfs", SECURITYFS)
+    if not os.path.exists(f) and not _is_mountpoint(SECURITYFS):
+        _not_mounted("securityfs", SECURITYFS)
     try:
         with open(f) as fh:
             text = fh.read()

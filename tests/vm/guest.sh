@@ -1,16 +1,18 @@
 #!/bin/sh
-# Runs as init's command inside a virtme-ng guest: give the suite the kernel
-# interfaces a normal host has, then exec the command given (pytest).
-# virtme-ng already mounts some of these; each step is a no-op when done.
+# Runs as init's command inside a virtme-ng guest: the state of a just-booted
+# machine, then exec the command given (pytest).
 set -e
 
-mnt() {  # mnt FSTYPE DIR
-    mountpoint -q "$2" || mount -t "$1" "$1" "$2"
-}
-mnt tracefs /sys/kernel/tracing
-mnt debugfs /sys/kernel/debug || true  # optional: older tools look here
-mnt securityfs /sys/kernel/security
-mnt bpf /sys/fs/bpf                # virtme-ng leaves it unmounted
+# virtme-ng's init mounts tracefs, debugfs and securityfs; a freshly booted
+# Debian has none of them, and kprobekit must mount what it needs itself.
+# Unmount them so that the whole suite starts from that state.
+for m in /sys/kernel/debug/tracing /sys/kernel/tracing /sys/kernel/debug /sys/kernel/security; do
+    while mountpoint -q "$m"; do umount "$m"; done
+done
+if grep -Eq ' - (tracefs|debugfs|securityfs) ' /proc/self/mountinfo; then
+    echo "vm: could not unmount tracefs/debugfs/securityfs" >&2
+    exit 1
+fi
 ip link set lo up
 
 # The guest's / is the host's, read-only over 9p.  virtme-ng lays a guest-only

@@ -97,7 +97,7 @@ def open_run_dir():
 def guest_command(release, tests, run_dir):
     # Tests marked unit need no kernel: the host run covers them, and under
     # emulation each costs seconds of interpreter start-up.
-    pytest = [str(VENV_BIN / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not unit"]
+    pytest = [str(VENV_BIN / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not unit and not host"]
     # The VM harness is not part of the suite, unless asked for explicitly.
     vm_dir = REPO / "tests" / "vm"
     if not any(vm_dir in [p, *p.parents] for p in (REPO / t for t in tests)):

@@ -15,8 +15,9 @@ def _show(args, stop):
         print(json.dumps(report))
         return 0
     for name in features.HOOKS:
-        print(f"{name:<11} {'yes' if report[name] else 'no ':<4} {reasons.get(name, '')}".rstrip())
-    print(f"{'lockdown':<11} {report['lockdown']}")
+        answer = {True: "yes", False: "no", None: "?"}[report[name]]
+        print(f"{name:<11} {answer:<4} {reasons.get(name, '')}".rstrip())
+    print(f"{'lockdown':<11} {report['lockdown']:<4} {reasons.get('lockdown', '')}".rstrip())
     print(f"{'caps':<11} {' '.join(report['capabilities']) or '-'}")
     return 0
 

@@ -27,8 +27,76 @@ def usage(out):
         print(f"  {name:<14} {summary}", file=out)
 
 
+def _check_stdio():
+    """A closed stdin or stderr becomes /dev/null, so that no BPF file descriptor takes its number and
+    errors have somewhere to go; a closed stdout is an error (the output would vanish).  -> message or None."""
+    import os
+    for fd in (0, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            if fd == 2:
+                sys.stderr = open(2, "w", closefd=False)
+    try:
+        os.fstat(1)
+    except OSError:
+        os.dup2(0, 1)    # keep fd 1 taken; nothing is written to it
+        sys.stdout = None
+        return "standard output is closed — redirect it (e.g. > FILE or > /dev/null) instead of closing it"
+    return None
+
+
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
+    """The command; its exit code (0 also after Ctrl-C, 2 for every error)."""
+    try:
+        problem = _check_stdio()
+        argv = sys.argv[1:] if argv is None else argv
+        if problem:
+            print(f"kprobekit: {problem}", file=sys.stderr)
+            return 2
+        try:
+            code = _dispatch(argv)
+        except SystemExit as e:     # argparse's --help
+            code = e.code if isinstance(e.code, int) else int(e.code is not None)
+        except OSError as e:
+            if e.errno not in _WRITE_ERRORS:
+                raise
+            code = _write_failed(argv, e)
+        return _flushed(code, argv)
+    except KeyboardInterrupt:
+        # Ctrl-C before a tool's own handler is in place (while importing): nothing is loaded yet
+        return 0
+
+
+def _flushed(code, argv):
+    """Flushes what print() left in sys.stdout (--help, tables); a write error is one line and exit 2."""
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        pass
+    except OSError as e:
+        return _write_failed(argv, e)
+    return code
+
+
+# errno values of a failed write(2) to stdout that argparse's or print()'s output can meet
+_WRITE_ERRORS = {28, 5, 27, 122, 9}   # ENOSPC, EIO, EFBIG, EDQUOT, EBADF
+
+
+def _write_failed(argv, e):
+    import os
+    name = f"kprobekit {argv[0]}" if argv and argv[0] in COMMANDS else "kprobekit"
+    print(f"{name}: write output: {os.strerror(e.errno)}", file=sys.stderr)
+    sys.stdout = None    # Python would try the flush again at exit, and print a traceback
+    return 2
+
+
+def _dispatch(argv):
     if not argv or argv[0] in ("-h", "--help", "help"):
         usage(sys.stdout if argv else sys.stderr)
         return 0 if argv else 2

@@ -160,10 +160,8 @@ def choose_backend(tool, wanted):
 
 
 def check_privileges():
-    caps = kernel.capabilities()
-    if "CAP_SYS_ADMIN" in caps or {"CAP_BPF", "CAP_PERFMON"} <= set(caps):
-        return
-    raise errors.PermissionDenied("load BPF programs: missing privileges", hint=errors.ROOT_HINT)
+    if not kernel.privileged():
+        raise errors.PermissionDenied("load BPF programs: missing privileges", hint=errors.ROOT_HINT)
 
 
 class Run:
@@ -229,11 +227,33 @@ def _report(name, e, verbose):
     print(f"kprobekit {name}: {e}", file=sys.stderr)
 
 
+def pump(stream, write, stopped):
+    """Polls stream into write(records) until stopped() and drains what is left; returns the events
+    lost.  Records left when stdout stalls on a stop are counted as not written (output.report_lost)."""
+    try:
+        while not stopped():
+            recs = stream.poll(250)
+            if recs:
+                write(recs)
+        # what arrived between the last poll and the signal
+        recs = stream.poll(0)
+        if recs:
+            write(recs)
+    except output.Stalled:
+        for _ in range(1000):
+            recs = stream.poll(0)
+            if not recs:
+                break
+            output.stdout.unwritten += len(recs)
+    return stream.lost
+
+
 def _trace(tool, args):
     # Signals stop the loop the same way; cleanup is in the finally clause.
     flag = _StopFlag()
     signal.signal(signal.SIGTERM, flag)
     signal.signal(signal.SIGINT, flag)
+    output.stdout.stop = lambda: flag.stop
     obj = stream = None
     lost = 0
     try:
@@ -243,18 +263,9 @@ def _trace(tool, args):
         run_ = Run(tool, args, backend)
         sink = output.JsonSink(tool, run_) if args.json else output.TextSink(tool, run_)
         sink.start()
-        while not flag.stop:
-            recs = stream.poll(250)
-            if recs:
-                sink.write(recs)
-        # what arrived between the last poll and the signal
-        recs = stream.poll(0)
-        if recs:
-            sink.write(recs)
-        lost = stream.lost
-        sink.finish(lost)
-    except BrokenPipeError:
-        # the reader went away (e.g. `| head`): stop quietly
+        lost = pump(stream, sink.write, lambda: flag.stop)
+    except (BrokenPipeError, output.Stalled):
+        # the reader went away (e.g. `| head`), or stopped reading before the header: stop quietly
         sys.stdout = None
     finally:
         # Ignore further signals while detaching, so a second Ctrl-C cannot leave half of it behind.
@@ -265,8 +276,7 @@ def _trace(tool, args):
         if obj is not None:
             obj.close()
         features.release()
-    if lost and not args.json:
-        print(f"kprobekit: lost {lost} events", file=sys.stderr)
+    output.report_lost(lost, args.json)
     return EXIT_OK
 
 
@@ -291,11 +301,12 @@ def run_command(name, parser, argv, body):
         _libbpf.set_verbose(getattr(args, "verbose", False))
         signal.signal(signal.SIGTERM, flag)
         signal.signal(signal.SIGINT, flag)
+        output.stdout.stop = lambda: flag.stop
         return body(args, lambda: flag.stop) or EXIT_OK
     except errors.KprobekitError as e:
         _report(name, e, args is not None and getattr(args, "verbose", False))
         return EXIT_ERROR
-    except BrokenPipeError:
+    except (BrokenPipeError, output.Stalled):
         sys.stdout = None
         return EXIT_OK
     except KeyboardInterrupt:

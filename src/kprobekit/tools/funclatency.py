@@ -12,7 +12,7 @@ import time
 from .. import events, features, kernel
 from ..btf import KIND_INT, KIND_PTR
 from ..cli import output
-from ..cli.runner import check_privileges, choose_backend, command_parser, pid_arg, run_command
+from ..cli.runner import check_privileges, choose_backend, command_parser, pid_arg, pump, run_command
 from ..errors import NotSupported
 from ..histogram import format_log2
 from ..object import Object
@@ -232,11 +232,12 @@ def body(args, stopped):
     next_report = time.monotonic() + args.interval if args.interval else None
     reported = {}
     try:
+        if stream is not None:
+            lost = pump(stream, lambda recs: _per_call(args, names, decoders, recs), stopped)
+            output.report_lost(lost, args.json)
+            return 0
         while not stopped():
-            if stream is not None:
-                _per_call(args, names, decoders, stream.poll(250))
-            else:
-                time.sleep(0.25)
+            time.sleep(0.25)
             if next_report and time.monotonic() >= next_report:
                 now = read_hist(obj, names)
                 if not args.json:
@@ -244,10 +245,6 @@ def body(args, stopped):
                 print_hists(args, names, since(now, reported), unit)
                 reported = now
                 next_report += args.interval
-        if stream is not None:
-            _per_call(args, names, decoders, stream.poll(0))
-            if stream.lost:
-                print(f"kprobekit: lost {stream.lost} events", file=sys.stderr)
         else:
             # with -i, what arrived since the last interval
             final = since(read_hist(obj, names), reported)

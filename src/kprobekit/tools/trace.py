@@ -10,7 +10,7 @@ import sys
 
 from .. import events, features, kernel, probespec
 from ..cli import output
-from ..cli.runner import check_privileges, command_parser, pid_arg, run_command
+from ..cli.runner import check_privileges, command_parser, pid_arg, pump, run_command
 from ..errors import NotSupported, UsageError
 from ..object import Object
 from ..symbols import Functions
@@ -107,13 +107,10 @@ def _run_bpf(args, probes, regs, sink, stopped):
     print("kprobekit: using bpf backend", file=sys.stderr, flush=True)
     sink.start(probes)
     try:
-        while not stopped():
-            _emit_bpf(sink, probes, stream.poll(250), data_index)
-        _emit_bpf(sink, probes, stream.poll(0), data_index)
-        if stream.lost:
-            print(f"kprobekit: lost {stream.lost} events", file=sys.stderr)
+        lost = pump(stream, lambda recs: _emit_bpf(sink, probes, recs, data_index), stopped)
     finally:
         stream.close()
+    output.report_lost(lost, args.json)
     return 0
 
 
