@@ -10,12 +10,13 @@ ARCH := $(shell uname -m | sed 's/x86_64/x86/; s/aarch64/arm64/')
 BPF_SRC := $(wildcard bpf/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,src/kprobekit/objects/%.bpf.o,$(BPF_SRC))
 BPF_HDR := $(wildcard bpf/include/*.h)
+SYSCALLS := src/kprobekit/objects/syscalls.txt
 # Headers for compiling users' programs at run time (kprobekit.compile), shipped as
 # package data so that an installed kprobekit needs neither this tree nor libbpf-dev.
 INCLUDE_DIR := src/kprobekit/include
 LIBBPF_HDRS := $(addprefix /usr/include/bpf/,bpf_helpers.h bpf_helper_defs.h bpf_core_read.h bpf_tracing.h bpf_endian.h)
 
-APT_PACKAGES := clang llvm libbpf-dev libbpf1 bpftool python3-venv iproute2 \
+APT_PACKAGES := clang llvm libbpf-dev libbpf1 bpftool linux-libc-dev python3-venv iproute2 \
 	qemu-system-x86 linux-image-amd64 linux-image-6.12-amd64 busybox-static
 
 .PHONY: all setup deps bpf venv pyc system-python wheel test test-host vmtest bench bench-deps bench-build clean
@@ -38,7 +39,15 @@ deps:
 # Programs tests load as targets (progtrace); built with the rest, never shipped.
 TEST_BPF_OBJ := $(patsubst %.bpf.c,%.bpf.o,$(wildcard tests/bpf/*.bpf.c))
 
-bpf: $(BPF_OBJ) $(INCLUDE_DIR)/.copied $(TEST_BPF_OBJ)
+bpf: $(BPF_OBJ) $(INCLUDE_DIR)/.copied $(TEST_BPF_OBJ) $(SYSCALLS)
+
+# Syscall numbers of this architecture, from the uapi headers (linux-libc-dev), shipped with the
+# package: funclatency's syscalls backend filters raw_syscalls:sys_enter/sys_exit by number.
+$(SYSCALLS):
+	@mkdir -p $(@D)
+	(uname -m; echo '#include <asm/unistd.h>' | $(CLANG) -E -dM - | \
+		sed -n 's/^#define __NR_\([a-z0-9_]*\) \([0-9]*\)$$/\1 \2/p' | sort) > $@.tmp
+	mv $@.tmp $@
 
 $(INCLUDE_DIR)/.copied: $(BPF_HDR) $(LIBBPF_HDRS)
 	@mkdir -p $(INCLUDE_DIR)/bpf
@@ -122,4 +131,4 @@ bench: bpf venv bench-deps bench-build
 	$(PY) bench/run.py
 
 clean:
-	rm -rf src/kprobekit/objects/*.bpf.o src/kprobekit/include build dist src/*.egg-info bench/build
+	rm -rf src/kprobekit/objects/*.bpf.o $(SYSCALLS) src/kprobekit/include build dist src/*.egg-info bench/build

@@ -8,8 +8,8 @@
  *             which function the object times
  *   kprobe    one kprobe and one kretprobe program attached to every
  *             function, the function's index passed as the attach cookie
- *   syscalls  the same with syscalls:sys_enter_X / sys_exit_X tracepoints,
- *             for kernels without kprobes
+ *   syscalls  raw_syscalls:sys_enter / sys_exit, with the timed syscalls'
+ *             numbers in a map, for kernels without kprobes
  * A function that recurses into itself is timed from its innermost call.
  */
 #include "kprobekit.bpf.h"
@@ -191,16 +191,55 @@ int BPF_KRETPROBE(kretprobe_return)
 	return on_return(ctx, (__u32)bpf_get_attach_cookie(ctx), (__s64)PT_REGS_RC(ctx));
 }
 
-/* --- syscalls backend --- */
+/* --- syscalls backend: raw_syscalls, two hooks however many syscalls are timed ---
+ * One tracepoint per syscall would cost an RCU grace period per hook at exit
+ * (~40 ms each, serialized in the kernel): 256 syscalls took 40 s to detach.
+ * 64-bit syscall numbers only, as the syscalls:* events count them.  Syscalls
+ * newer than the number table kprobekit was built with fall back to their own
+ * syscalls:sys_enter_X / sys_exit_X (sys_entry_one, sys_return_one). */
+
+#define MAX_SYSCALLS 1024
+
+/* syscall number -> timed function index + 1 (0: not timed); filled before attach */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_SYSCALLS);
+	__type(key, __u32);
+	__type(value, __u32);
+} syscall_funcs SEC(".maps");
+
+static __always_inline __u32 syscall_func(long nr)
+{
+	__u32 key = (__u32)nr;
+	__u32 *f = bpf_map_lookup_elem(&syscall_funcs, &key);
+
+	return f ? *f : 0;
+}
+
+SEC("?tracepoint/raw_syscalls/sys_enter")
+int sys_entry(struct trace_event_raw_sys_enter *ctx)
+{
+	__u32 f = syscall_func(ctx->id);
+
+	return f ? on_entry(f - 1) : 0;
+}
+
+SEC("?tracepoint/raw_syscalls/sys_exit")
+int sys_return(struct trace_event_raw_sys_exit *ctx)
+{
+	__u32 f = syscall_func(ctx->id);
+
+	return f ? on_return(ctx, f - 1, ctx->ret) : 0;
+}
 
 SEC("?tracepoint")
-int sys_entry(struct trace_event_raw_sys_enter *ctx)
+int sys_entry_one(struct trace_event_raw_sys_enter *ctx)
 {
 	return on_entry((__u32)bpf_get_attach_cookie(ctx));
 }
 
 SEC("?tracepoint")
-int sys_return(struct trace_event_raw_sys_exit *ctx)
+int sys_return_one(struct trace_event_raw_sys_exit *ctx)
 {
 	return on_return(ctx, (__u32)bpf_get_attach_cookie(ctx), ctx->ret);
 }

@@ -300,6 +300,41 @@ def syscall_tracepoint(name):
     return None
 
 
+def syscall_numbers():
+    """{syscall name: number} for this architecture's 64-bit syscalls, from the table `make bpf`
+    generates from the uapi headers (objects/syscalls.txt: the machine, then "name number" lines)."""
+    from .errors import NotSupported
+    path = os.path.join(os.path.dirname(__file__), "objects", "syscalls.txt")
+    try:
+        with open(path) as f:
+            machine, *lines = f.read().split("\n")
+    except OSError:
+        raise NotSupported(f"read syscall numbers: {path} is missing", hint="run make bpf") from None
+    if machine != os.uname().machine:
+        raise NotSupported(f"read syscall numbers: the table is for {machine}, this is {os.uname().machine}",
+                           hint="rebuild kprobekit on this architecture (make bpf)")
+    return {name: int(nr) for name, nr in (ln.split() for ln in lines if ln)}
+
+
+_syscall_numbers = None
+# syscalls:sys_enter_NAME events are named after SYSCALL_DEFINE(NAME); a few numbers are not
+SYSCALL_ALIASES = {"umount": "umount2"}
+
+
+def syscall_number(name):
+    """The 64-bit number of the syscall whose trace events are sys_enter_NAME; None when the
+    table does not know it (a syscall newer than the headers kprobekit was built with)."""
+    global _syscall_numbers
+    if _syscall_numbers is None:
+        _syscall_numbers = syscall_numbers()
+    for candidate in (name, SYSCALL_ALIASES.get(name),
+                      name[3:] if name.startswith("new") else None,    # newstat -> stat
+                      name[:-2] if name.endswith("64") else None):     # sendfile64 -> sendfile
+        if candidate in _syscall_numbers:
+            return _syscall_numbers[candidate]
+    return None
+
+
 def syscall_names():
     t = tracefs()
     d = f"{t}/events/syscalls" if t else None

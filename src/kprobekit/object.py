@@ -7,7 +7,7 @@ SIGINT/SIGTERM.
 
 import os
 
-from . import _libbpf
+from . import _libbpf, link
 from ._libbpf import lib
 from .btf import BTF
 from .errors import KprobekitError, NotFound, PermissionDenied, VerifierError, ROOT_HINT
@@ -126,8 +126,7 @@ class Object:
         return list(self._links)
 
     def close(self):
-        for link in self._links:
-            link.close()
+        link.close_all(self._links)
         self._links.clear()
         if self._ptr:
             lib.bpf_object__close(self._ptr)
@@ -177,5 +176,8 @@ def verifier_error(what, prog, err, lines, log):
 
 
 def close_all():
-    for obj in list(_open_objects):
+    objs = list(_open_objects)
+    # every object's links at once: their detach waits overlap (link.close_all)
+    link.close_all([ln for obj in objs for ln in obj._links])
+    for obj in objs:
         obj.close()

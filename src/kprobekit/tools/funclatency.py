@@ -12,7 +12,8 @@ import time
 from .. import events, features, kernel
 from ..btf import KIND_INT, KIND_PTR
 from ..cli import output
-from ..cli.runner import check_privileges, choose_backend, command_parser, pid_arg, pump, run_command
+from ..cli.runner import (check_privileges, choose_backend, command_parser, pid_arg, pump, run_command,
+                          seconds_arg)
 from ..errors import NotSupported
 from ..histogram import format_log2
 from ..object import Object
@@ -26,8 +27,9 @@ BACKENDS = Tool(
                 note="fentry+fexit, one object per function"),
         Backend("kprobe", ["kprobe_entry", "kretprobe_return"], needs=["kprobe", "kretprobe"],
                 note="kprobe+kretprobe"),
-        Backend("syscalls", ["sys_entry", "sys_return"], needs=["tracepoint"],
-                note="syscalls:sys_enter_X/sys_exit_X; syscall names only (bind, openat, ...)"),
+        Backend("syscalls", ["sys_entry", "sys_return", "sys_entry_one", "sys_return_one"], needs=["tracepoint"],
+                note="raw_syscalls:sys_enter/sys_exit, two hooks for any number of syscalls; "
+                     "syscall names only (bind, openat, ...)"),
     ])
 HOOK = {"fentry": "fentry", "kprobe": "kprobe", "syscalls": "syscall"}
 UNITS = {"nsecs": 1, "usecs": 1000, "msecs": 1000000}
@@ -49,24 +51,13 @@ def parser():
     unit.add_argument("-m", "--milliseconds", dest="unit", action="store_const", const="msecs",
                       help="histogram in milliseconds")
     p.add_argument("-p", "--pid", type=pid_arg, help="time calls of this process only (filtered in the kernel)")
-    p.add_argument("-i", "--interval", type=_seconds, help="print the histograms of each SECONDS interval")
+    p.add_argument("-i", "--interval", type=seconds_arg, help="print the histograms of each SECONDS interval")
     p.add_argument("--per-call", action="store_true",
                    help="one line per call: function, return value, duration in ns")
     p.add_argument("--json", action="store_true", help="JSON lines (per call, or one per function and interval)")
     p.add_argument("--backend", default="auto", choices=["auto"] + [b.name for b in BACKENDS.backends])
     p.add_argument("--buffer", default="auto", choices=["auto", "ring", "perf"], help="per-call event transport")
     return p
-
-
-def _seconds(text):
-    import argparse
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid interval {text!r}: not a number") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError("invalid interval: must be positive")
-    return v
 
 
 def pick_backend(args, funcs):
@@ -155,14 +146,24 @@ def load(args, backend, names):
     obj = Object.open("funclatency")
     configure(obj)
     obj.load()
-    entry, ret = (obj.program(p) for p in backend.programs)
+    entry, ret = (obj.program(p) for p in backend.programs[:2])
+    if backend.name == "syscalls":
+        # two hooks for all the syscalls with a known number (which ones: in a map), one pair each for the rest
+        funcs = obj.map("syscall_funcs")
+        one_entry, one_ret = obj.program("sys_entry_one"), obj.program("sys_return_one")
+        for i, name in enumerate(names):
+            nr = kernel.syscall_number(name)
+            if nr is not None:
+                funcs[nr] = i + 1
+            else:
+                one_entry.attach_tracepoint("syscalls", f"sys_enter_{name}", cookie=i)
+                one_ret.attach_tracepoint("syscalls", f"sys_exit_{name}", cookie=i)
+        entry.attach()
+        ret.attach()
+        return obj
     for i, name in enumerate(names):
-        if backend.name == "kprobe":
-            entry.attach_kprobe(name, False, cookie=i)
-            ret.attach_kprobe(name, True, cookie=i)
-        else:
-            entry.attach_tracepoint("syscalls", f"sys_enter_{name}", cookie=i)
-            ret.attach_tracepoint("syscalls", f"sys_exit_{name}", cookie=i)
+        entry.attach_kprobe(name, False, cookie=i)
+        ret.attach_kprobe(name, True, cookie=i)
     return obj
 
 
