@@ -412,12 +412,31 @@ def parse_filter(text, probes):
                                 f"{p.event} has no field {name!r} (has: {', '.join(x.name for x in p.fetches)})")
             if f.is_string:
                 raise SpecError(text, start, start + len(term), f"{name} is a string: filters compare numbers")
+            lo, hi = _int_range(f.type)
+            if not lo <= value <= hi:
+                vstart = start + m.start(3)
+                raise SpecError(text, vstart, vstart + len(m.group(3)),
+                                f"{name} is {_type_name(f.type)}: compare it with {lo}..{hi}")
             if f.type[0] == "be":
                 if op not in ("==", "!="):
                     raise SpecError(text, start, start + len(term),
                                     f"{name} is in network byte order: only == and != compare it")
                 value = int.from_bytes(value.to_bytes(f.type[1], "big"), "little")
             p.filters.append((f, op, value))
+
+
+def _int_range(type_):
+    """(lowest, highest) value of a fetch type (kind, size in bytes)."""
+    kind, size = type_
+    bits = size * 8
+    if kind == "s":
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+def _type_name(type_):
+    kind, size = type_
+    return f"{'u' if kind in ('x', 'be') else kind}{size * 8}" + (" in network byte order" if kind == "be" else "")
 
 
 def ftrace_filter(probe):

@@ -88,6 +88,8 @@ def find(spec):
         kind, value = ("id" if words[0].isdigit() else "name"), words[0]
     else:
         raise UsageError(f"find program {spec!r}: give ID, 'id ID', NAME or 'name NAME'")
+    if kind == "id" and not (value.isascii() and value.isdigit() and 0 < int(value) < 2**32):
+        raise UsageError(f"find program {spec!r}: a program id is a number 1-4294967295 (`bpftool prog` lists them)")
     with BTF.vmlinux() as vmlinux:
         ids = [int(value)] if kind == "id" else all_ids()
         matches = []

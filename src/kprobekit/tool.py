@@ -28,9 +28,10 @@ class Option:
     or a (name, value) pair written when a flag is given.
     """
 
-    def __init__(self, *flags, rodata=None, **argparse_kw):
+    def __init__(self, *flags, rodata=None, exclusive=None, **argparse_kw):
         self.flags = flags
         self.rodata = rodata
+        self.exclusive = exclusive      # options with the same name here cannot be given together
         self.kw = argparse_kw
 
     @property
@@ -51,8 +52,8 @@ class Option:
         rodata[name] = value
 
 
-def Flag(*flags, help, rodata=None):
-    return Option(*flags, action="store_true", help=help, rodata=rodata)
+def Flag(*flags, help, rodata=None, exclusive=None):
+    return Option(*flags, action="store_true", help=help, rodata=rodata, exclusive=exclusive)
 
 
 class Column:
@@ -103,5 +104,5 @@ def elapsed(rec, run):
 
 TIMESTAMP = Flag("-t", "--timestamp", help="include a TIME(s) column")
 TIME_COLUMN = Column("TIME(s)", 9, elapsed, when="timestamp", fmt="{:<9.3f}")
-IPV4_ONLY = Flag("-4", "--ipv4", help="trace IPv4 only", rodata=("filter_family", 2))
-IPV6_ONLY = Flag("-6", "--ipv6", help="trace IPv6 only", rodata=("filter_family", 10))
+IPV4_ONLY = Flag("-4", "--ipv4", help="trace IPv4 only", rodata=("filter_family", 2), exclusive="family")
+IPV6_ONLY = Flag("-6", "--ipv6", help="trace IPv6 only", rodata=("filter_family", 10), exclusive="family")

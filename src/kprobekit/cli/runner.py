@@ -50,11 +50,33 @@ class _StopFlag:
         self.stop = True
 
 
-def pid_arg(text):
+# Argument types every command shares: numbers as a user writes them (ASCII digits only, not
+# Python's int() with its underscores, signs, spaces and other scripts' digits).
+
+def whole_number(text, what):
+    """A non-negative decimal integer written with ASCII digits, else an argparse error naming `what`."""
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"invalid {what} {text!r}: not a number")
+    return int(text)
+
+
+MAX_SECONDS = 86400
+
+
+def seconds_arg(text):
+    """An interval: a positive, finite number of seconds, at most a day."""
     try:
-        pid = int(text)
+        v = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid PID {text!r}: not a number") from None
+        raise argparse.ArgumentTypeError(f"invalid interval {text!r}: not a number of seconds") from None
+    if not 0 < v <= MAX_SECONDS:      # also false for nan
+        raise argparse.ArgumentTypeError(f"invalid interval {text!r}: must be more than 0 and at most "
+                                         f"{MAX_SECONDS} seconds")
+    return v
+
+
+def pid_arg(text):
+    pid = whole_number(text, "PID")
     if pid <= 0:
         raise argparse.ArgumentTypeError(f"invalid PID {pid}: must be positive")
     if not os.path.exists(f"/proc/{pid}"):
@@ -68,10 +90,7 @@ MAX_PORTS = 16     # KK_MAX_PORTS in bpf/include/kprobekit.bpf.h: the filter arr
 def port_list(text):
     ports = []
     for part in text.split(","):
-        try:
-            port = int(part)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid port {part!r}: not a number") from None
+        port = whole_number(part, "port")
         if not 1 <= port <= 65535:
             raise argparse.ArgumentTypeError(f"invalid port {port}: must be 1-65535")
         ports.append(port)
@@ -82,10 +101,7 @@ def port_list(text):
 
 def netns_arg(text):
     """A network namespace by inode number (`ls -L -i /proc/PID/ns/net`, `lsns -t net`)."""
-    try:
-        inode = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid network namespace {text!r}: not an inode number") from None
+    inode = whole_number(text, "network namespace inode")
     if not 0 < inode < 2**32:
         raise argparse.ArgumentTypeError(f"invalid network namespace {inode}: inode numbers are 1-4294967295")
     return inode
@@ -102,10 +118,7 @@ def cgroup_arg(path):
 
 
 def uid_arg(text):
-    try:
-        uid = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid UID {text!r}: not a number") from None
+    uid = whole_number(text, "UID")
     if not 0 <= uid < 2**32 - 1:
         raise argparse.ArgumentTypeError(f"invalid UID {uid}")
     return uid
@@ -117,8 +130,12 @@ def build_parser(tool):
                 epilog=tool.examples)
     if tool.pid_filter:
         p.add_argument("-p", "--pid", type=pid_arg, help="trace this process only (filtered in the kernel)")
+    groups = {}
     for opt in tool.options:
-        p.add_argument(*opt.flags, **opt.kw)
+        where = p
+        if opt.exclusive:       # e.g. -4 and -6: one of them, or neither
+            where = groups.get(opt.exclusive) or groups.setdefault(opt.exclusive, p.add_mutually_exclusive_group())
+        where.add_argument(*opt.flags, **opt.kw)
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--backend", default="auto", choices=["auto"] + [b.name for b in tool.backends],
                    help=f"kernel hook to use (default: the best this kernel allows, in order: {names})")

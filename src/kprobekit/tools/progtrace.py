@@ -10,7 +10,7 @@ import time
 
 from .. import features
 from ..cli import output
-from ..cli.runner import check_privileges, command_parser, run_command
+from ..cli.runner import check_privileges, command_parser, run_command, seconds_arg
 from ..errors import NotSupported
 from ..histogram import format_log2
 from ..object import Object
@@ -25,7 +25,7 @@ EXAMPLES = """examples:
 def parser():
     p = command_parser("progtrace", "Trace a loaded BPF program: calls/s, duration, return values.", EXAMPLES)
     p.add_argument("prog", nargs="+", metavar="PROG", help="ID, 'id ID', NAME or 'name NAME'")
-    p.add_argument("-i", "--interval", type=float, metavar="SECONDS", help="print calls/s every SECONDS")
+    p.add_argument("-i", "--interval", type=seconds_arg, metavar="SECONDS", help="print calls/s every SECONDS")
     p.add_argument("--json", action="store_true", help="JSON lines")
     return p
 
