@@ -132,16 +132,26 @@ class Started:
             self.error = f"exit {self.proc.returncode} after {time.monotonic() - self.t0:.2f} s: " \
                          + (err[-1].strip() if err else "no output")
         self._out_r = out_r
+        self.stdout_lines = 0
+        self.stdout_tail = self.stderr_tail = b""
         self._drain = threading.Thread(target=self._discard, daemon=True)
         self._drain.start()
 
     def _discard(self):
+        """Drains both pipes; counts stdout's lines and keeps the tails (bench/loss.py reads them)."""
         fds = list(self._fds)
         while fds:
             r, _, _ = select.select(fds, [], [])
             for fd in r:
-                if not _read(fd):
+                chunk = _read(fd)
+                if not chunk:
                     fds.remove(fd)
+                    continue
+                if fd == self._out_r:
+                    self.stdout_lines += chunk.count(b"\n")
+                    self.stdout_tail = (self.stdout_tail + chunk)[-512:]
+                else:
+                    self.stderr_tail = (self.stderr_tail + chunk)[-65536:]
 
     def vm_hwm_kib(self):
         try:

@@ -14,7 +14,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 import decode  # noqa: E402
+import loss  # noqa: E402
 import overhead  # noqa: E402
+import sinks  # noqa: E402
 import startup  # noqa: E402
 
 
@@ -32,8 +34,12 @@ def main():
     res["startup"] = startup.main(["-n", "5" if q else "15", "--cold-runs", "1" if q else "3"])
     print("\n== decode ==")
     res["decode"] = decode.main(["--seconds", "1" if q else "3"])
+    print("\n== output path ==")
+    res["sinks"] = sinks.main([])
     print("\n== overhead ==")
     res["overhead"] = overhead.main(["-r", "2" if q else "7"])
+    print("\n== printed and lost on a connect storm ==")
+    res["loss"] = loss.main(["-r", "2" if q else "5"])
     os.makedirs(common.RESULTS, exist_ok=True)
     path = os.path.join(common.RESULTS, "latest.json")
     with open(path, "w") as f:

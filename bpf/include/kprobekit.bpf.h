@@ -65,13 +65,16 @@ static __always_inline event_t *kk_reserve(void)					\
 	return e;							\
 }									\
 									\
-/* Perf buffer losses are counted by the kernel and reported to user space. */ \
+/* Counted here for the perf buffer too: the kernel reports its own count of	\
+ * a full perf buffer only with the next event that fits, so a burst's loss	\
+ * at the end of a run would never be told. */					\
 static __always_inline void kk_submit(void *ctx, event_t *e)			\
 {									\
-	if (kk_perfbuf)							\
-		bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU,	\
-				      e, sizeof(event_t));			\
-	else								\
+	if (kk_perfbuf) {						\
+		if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU,	\
+					  e, sizeof(event_t)) < 0)		\
+			__sync_fetch_and_add(&kk_lost, 1);		\
+	} else								\
 		bpf_ringbuf_submit(e, 0);				\
 }
 

@@ -117,8 +117,9 @@ class RingBuffer:
 
 
 class PerfBuffer:
-    def __init__(self, events_map, layout, pages=64):
+    def __init__(self, events_map, layout, pages=64, lost_counter=None):
         self.layout = layout
+        self._lost_counter = lost_counter     # the BPF side's count (kk_submit), when it keeps one
         self._pending = []
         self._lost = 0
         unpack = layout.struct.unpack_from
@@ -144,7 +145,8 @@ class PerfBuffer:
 
     @property
     def lost(self):
-        return self._lost
+        # not both: they count the same drops, and the kernel's count comes late or never
+        return self._lost_counter() if self._lost_counter else self._lost
 
     def read_raw(self):
         lib.perf_buffer__consume(self._ptr)
@@ -161,6 +163,12 @@ class PerfBuffer:
         if self._ptr:
             lib.perf_buffer__free(self._ptr)
             self._ptr = None
+
+
+# The tools' ring buffer: 8 MiB, about 80,000 events of ~100 bytes — a burst such as 10,000
+# loopback connects (8 state changes each) fits whole while the reader prints at its own pace.
+# Memory is cheap next to a lost event; the pages are the kernel's, taken at load.
+TOOL_RING_BYTES = 8 << 20
 
 
 def prepare(obj, use_perfbuf, ring_bytes=None):
@@ -182,7 +190,7 @@ def open_stream(obj, layout=None):
         layout = event_layout(obj)
     if events.type == MAP_RINGBUF:
         return RingBuffer(events, layout, _bss_counter(obj, "kk_lost"))
-    return PerfBuffer(events, layout)
+    return PerfBuffer(events, layout, lost_counter=_bss_counter(obj, "kk_lost"))
 
 
 def event_layout(obj):

@@ -184,8 +184,9 @@ def check_privileges():
 class Run:
     """One run of a tool, as its columns see it: options, backend, first timestamp."""
 
-    def __init__(self, tool, args, backend):
+    def __init__(self, tool, args, backend, layout=None):
         self.tool, self.args, self.backend = tool, args, backend
+        self.layout = layout    # the event struct's btf.Layout: lets the sinks read raw fields
         self._t0 = None
 
     def elapsed(self, ts_ns):
@@ -215,7 +216,7 @@ def setup(tool, args):
             obj.rodata["filter_pid"] = args.pid
         for opt in tool.options:
             opt.apply(args, obj.rodata)
-        events.prepare(obj, use_perf)
+        events.prepare(obj, use_perf, events.TOOL_RING_BYTES)
         obj.load()
         obj.attach()
     except BaseException:
@@ -277,7 +278,7 @@ def _trace(tool, args):
         obj, backend, message = setup(tool, args)
         stream = events.open_stream(obj)
         print(f"kprobekit: {message}", file=sys.stderr, flush=True)
-        run_ = Run(tool, args, backend)
+        run_ = Run(tool, args, backend, stream.layout)
         sink = output.JsonSink(tool, run_) if args.json else output.TextSink(tool, run_)
         sink.start()
         lost = pump(stream, sink.write, lambda: flag.stop)

@@ -125,7 +125,7 @@ def load(args, backend, names):
         obj.rodata["unit_ns"] = unit
         obj.rodata["per_call"] = bool(args.per_call)
         obj.rodata["func_id"] = func_id
-        events.prepare(obj, use_perf)
+        events.prepare(obj, use_perf, events.TOOL_RING_BYTES)
 
     if backend.name == "fentry":
         # the attach target is part of the loaded program: one object per function, maps shared

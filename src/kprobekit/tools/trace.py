@@ -91,7 +91,7 @@ def _run_bpf(args, probes, regs, sink, stopped):
                                               ("t", "tracepoint_raw")) if kind in kinds])
     if args.pid:
         obj.rodata["filter_pid"] = args.pid
-    events.prepare(obj, use_perf)
+    events.prepare(obj, use_perf, events.TOOL_RING_BYTES)
     obj.load()
     plans = obj.map("plans")
     for p in probes:
