@@ -14,6 +14,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 import decode  # noqa: E402
+import exit as exit_bench  # noqa: E402
 import loss  # noqa: E402
 import overhead  # noqa: E402
 import sinks  # noqa: E402
@@ -38,6 +39,8 @@ def main():
     res["sinks"] = sinks.main([])
     print("\n== overhead ==")
     res["overhead"] = overhead.main(["-r", "2" if q else "7"])
+    print("\n== exit with many hooks ==")
+    res["exit"] = exit_bench.main(["-r", "1" if q else "3"])
     print("\n== printed and lost on a connect storm ==")
     res["loss"] = loss.main(["-r", "2" if q else "5"])
     os.makedirs(common.RESULTS, exist_ok=True)

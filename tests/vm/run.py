@@ -35,6 +35,7 @@ KERNEL_GLOBS = ("/boot/vmlinuz-6.1.*-amd64", "/boot/vmlinuz-6.12.*-amd64")
 # tools' other backends (tcpstates' tp_btf, funclatency's syscalls, trace's ftrace).
 BACKENDS = ("fentry", "kprobe", "tracepoint", "tp_btf", "syscalls", "ftrace")
 TAIL = 60       # lines of output shown per failure
+MACHINE_LOCK = "/run/lock/kprobekit-vmtest.lock"
 KEEP_RUNS = 10  # run directories kept under tests/vm/logs/
 EXIT_MEANING = {1: "tests failed", 2: "pytest was interrupted", 3: "pytest internal error",
                 4: "pytest usage error", 5: "pytest ran no tests",
@@ -75,7 +76,9 @@ def open_run_dir():
     cores make every emulated CPU crawl and the timeouts fire.
     """
     LOGS.mkdir(parents=True, exist_ok=True)
-    lock = open(LOGS / ".lock", "w")
+    # One lock for the machine, not per checkout: matrices from two clones overlap just as badly.
+    os.makedirs(os.path.dirname(MACHINE_LOCK), exist_ok=True)
+    lock = open(MACHINE_LOCK, "w")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
