@@ -101,4 +101,5 @@ def test_a_thousand_cycles_leak_no_fd_and_no_memory(buffer, cycles):
     assert fds() == fds_before
     grown = rss_kib() - rss_before
     # a leak of a kilobyte per cycle (a libbpf object, a ring buffer mapping) would show here
-    assert grown < cycles // 2, f"RSS grew {grown} KiB over {cycles} cycles"
+    limit = max(512, cycles // 2)
+    assert grown < limit, f"RSS grew {grown} KiB over {cycles} cycles"
