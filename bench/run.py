@@ -18,6 +18,7 @@ import exit as exit_bench  # noqa: E402
 import loss  # noqa: E402
 import overhead  # noqa: E402
 import sinks  # noqa: E402
+import soak  # noqa: E402
 import startup  # noqa: E402
 
 
@@ -43,6 +44,8 @@ def main():
     res["exit"] = exit_bench.main(["-r", "1" if q else "3"])
     print("\n== printed and lost on a connect storm ==")
     res["loss"] = loss.main(["-r", "2" if q else "5"])
+    print("\n== steady state ==")
+    res["soak"] = soak.main(["--minutes", "1" if q else "10"])
     os.makedirs(common.RESULTS, exist_ok=True)
     path = os.path.join(common.RESULTS, "latest.json")
     with open(path, "w") as f:

@@ -85,9 +85,12 @@ class RingBuffer:
         prod = _u64.unpack_from(self._prod, 0)[0]
         out = []
         data, page, mask, stride, size = self._data, self._page, self._mask, self._stride, self.rec_size
+        # The second mapping of the data is never read: each of its pages read once would stay in
+        # this process's RSS, which would creep by up to the ring's size over a long run.
+        end = page + self._size
         while cons < prod:
             off = page + (cons & mask)
-            n = (prod - cons) // stride
+            n = min((prod - cons) // stride, (end - off) // stride)
             if n:
                 # Fast path: a run of committed records of the event's size.
                 heads = data[off:off + n * stride].cast("I")[::stride // 4].tolist()
@@ -102,7 +105,14 @@ class RingBuffer:
                 break           # reserved, not yet committed: records after it wait
             length = head & ~(_BUSY | _DISCARD)
             if not head & _DISCARD and length >= size:
-                out.append(self.layout.struct.unpack_from(data, off + _HDR))
+                start = off + _HDR
+                if start + size <= end:
+                    out.append(self.layout.struct.unpack_from(data, start))
+                else:           # a record that wraps: its two parts from the first mapping
+                    first = data[start:end].tobytes() if start < end else b""
+                    rest = size - len(first)
+                    from_ = page + max(0, start - end)
+                    out.append(self.layout.struct.unpack(first + data[from_:from_ + rest].tobytes()))
             cons += (_HDR + length + 7) & ~7
         _u64.pack_into(self._cons, 0, cons)
         return out
