@@ -6,7 +6,6 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
@@ -16,6 +15,8 @@ from kprobekit import features
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 MY_COMM = open("/proc/self/comm").read().strip()
+# What examples/README.md says to run them with: Debian's python3, which `make setup` lets import kprobekit.
+PYTHON = "/usr/bin/python3"
 NO_KPROBES = pytest.mark.skipif(features.have("kprobe"), reason="kprobes exist here: "
                                 "the example runs instead (see the requires('kprobe') tests)")
 
@@ -31,7 +32,7 @@ class Example:
     """examples/NAME.py running; ready once it printed its header (it is attached by then)."""
 
     def __init__(self, name, *args, timeout=240):
-        self.proc = subprocess.Popen([sys.executable, os.path.join(EXAMPLES, name), *args],
+        self.proc = subprocess.Popen([PYTHON, os.path.join(EXAMPLES, name), *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -69,7 +70,7 @@ def example():
 
 
 def run_to_end(name, timeout=240):
-    p = subprocess.run([sys.executable, os.path.join(EXAMPLES, name)], capture_output=True, text=True,
+    p = subprocess.run([PYTHON, os.path.join(EXAMPLES, name)], capture_output=True, text=True,
                        timeout=timeout)
     return p.returncode, p.stdout, p.stderr
 
