@@ -45,7 +45,7 @@ def probe(name):
     """The Feature for a hook name in HOOKS; probed once per process (or per boot)."""
     f = _cache.get(name)
     if f is None:
-        if name not in HOOKS:
+        if name not in _PROBES:
             raise ValueError(f"unknown feature {name!r}")
         f = _from_disk(name)
         if f is None:
@@ -224,7 +224,20 @@ def _tracefs():
     return Feature("tracefs", False, "tracefs is not mounted and cannot be (not root?)")
 
 
+# --- kernel facts a backend needs besides its hook (not in HOOKS: `kprobekit features` lists hooks) ---
+
+def _skb_drop_reason():
+    """skb:kfree_skb carries the drop reason (Linux 5.17, commit c504e5c2f964)."""
+    fields = kernel.tracepoint_fields("skb", "kfree_skb")
+    if fields is None:
+        return Feature("skb_drop_reason", False, "no skb:kfree_skb tracepoint")
+    if not any(f.name == "reason" for f in fields):
+        return Feature("skb_drop_reason", False, "skb:kfree_skb has no drop reason (requires Linux >= 5.17)")
+    return Feature("skb_drop_reason", True)
+
+
 _PROBES = {
+    "skb_drop_reason": _skb_drop_reason,
     "btf": _btf,
     "kprobe": _kprobe_kind("kprobe", False),
     "kretprobe": _kprobe_kind("kretprobe", True),

@@ -32,7 +32,17 @@ def jsonable(v):
         return int(v)
     if isinstance(v, list):
         return [jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {k: jsonable(x) for k, x in v.items()}
     return str(v)
+
+
+def _stack_getter(tool, run):
+    """rec -> its kernel stack (stacks.Stack), for tools that declare one."""
+    if not tool.kernel_stack:
+        return None
+    field = tool.kernel_stack
+    return lambda rec: run.stacks.get(getattr(rec, field))
 
 
 class TextSink:
@@ -45,6 +55,7 @@ class TextSink:
             pad = ("{!s:>%d}" if c.right else "{!s:<%d}") % c.width
             get = (lambda rec: None) if c.field in unknown else _getter(c.field, run)
             self.plan.append((get, c.fmt or pad, pad.format("-")))
+        self.stack = _stack_getter(tool, run)
 
     def start(self):
         hdr = " ".join(("{:>%d}" if c.right else "{:<%d}") % c.width for c in self.cols)
@@ -59,6 +70,8 @@ class TextSink:
                 v = get(rec)
                 parts.append(dash if v is None else fmt.format(v))
             out.append(" ".join(parts).rstrip())
+            if self.stack:
+                out.extend(self.stack(rec).text_lines())
         emit("\n".join(out) + "\n")
 
     def finish(self, lost):
@@ -73,6 +86,9 @@ class JsonSink:
             key, field = (f, f) if isinstance(f, str) else f
             get = (lambda rec: None) if (isinstance(field, str) and field in unknown) else _getter(field, run)
             self.fields.append((key, get))
+        stack = _stack_getter(tool, run)
+        if stack:
+            self.fields.append(("stack", lambda rec: stack(rec).as_json()))
 
     def start(self):
         pass

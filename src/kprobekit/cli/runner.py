@@ -187,6 +187,8 @@ def setup(tool, args):
         raise errors.NotSupported(f"run {tool.name}: {features.probe('btf').reason}",
                                   feature="btf", hint="use a kernel with CONFIG_DEBUG_INFO_BTF=y")
     backend, message = choose_backend(tool, args.backend)
+    if tool.check:
+        tool.check(args, backend)
     if any(n in ("kprobe", "kretprobe") for n in backend.needs):
         kernel.remove_stale_kprobes()
     use_perf = args.buffer == "perf" or (args.buffer == "auto" and not features.have("ringbuf"))
@@ -195,7 +197,7 @@ def setup(tool, args):
                                   feature="ringbuf", hint="use --buffer perf")
     obj = Object.open(tool.bpf)
     try:
-        obj.set_autoload(backend.programs)
+        obj.set_autoload(backend.program_names(obj))
         if tool.pid_filter and args.pid:
             obj.rodata["filter_pid"] = args.pid
         for opt in tool.options:
@@ -241,6 +243,8 @@ def _trace(tool, args):
         stream = events.open_stream(obj)
         print(f"kprobekit: {message}", file=sys.stderr, flush=True)
         run_ = Run(tool, args, backend)
+        if tool.kernel_stack:
+            _open_stacks(run_, obj)
         sink = output.JsonSink(tool, run_) if args.json else output.TextSink(tool, run_)
         sink.start()
         while not flag.stop:
@@ -253,6 +257,8 @@ def _trace(tool, args):
             sink.write(recs)
         lost = stream.lost
         sink.finish(lost)
+        if tool.report:
+            output.emit(tool.report(obj, run_))
     except BrokenPipeError:
         # the reader went away (e.g. `| head`): stop quietly
         sys.stdout = None
@@ -268,6 +274,13 @@ def _trace(tool, args):
     if lost and not args.json:
         print(f"kprobekit: lost {lost} events", file=sys.stderr)
     return EXIT_OK
+
+
+def _open_stacks(run_, obj):
+    from .. import stacks
+    run_.stacks = stacks.KernelStacks(obj)
+    if run_.stacks.symbols.hidden:
+        print(f"kprobekit: kernel stacks as bare addresses: {run_.stacks.symbols.hidden}", file=sys.stderr)
 
 
 def command_parser(name, description, examples=""):
