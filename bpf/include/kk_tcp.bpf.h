@@ -31,7 +31,8 @@ struct kk_flow {
 	__u16 lport;
 	__u16 rport;
 	__u16 family;
-	__u16 pad;
+	__u8 ip;		/* 4 or 6, for the kk_addr_t decoder */
+	__u8 pad;
 };
 
 static __always_inline bool kk_flow_wanted(const struct kk_flow *f)
@@ -48,6 +49,7 @@ static __always_inline bool kk_flow_from_sk(struct kk_flow *f, const struct sock
 	kk_read_sock_addrs(sk, f->family, f->laddr, f->raddr);
 	f->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	f->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	f->ip = f->family == AF_INET6 ? 6 : 4;
 	return true;
 }
 
@@ -90,6 +92,7 @@ static __always_inline bool kk_flow_from_skb(struct kk_flow *f, struct sk_buff *
 		return false;
 	if (bpf_probe_read_kernel(&tcp, sizeof(tcp), head + th))
 		return false;
+	f->ip = f->family == AF_INET6 ? 6 : 4;
 	f->lport = bpf_ntohs(tcp.source);
 	f->rport = bpf_ntohs(tcp.dest);
 	/* the flag byte follows doff/res1 (byte 13 of the header) */

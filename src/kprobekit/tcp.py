@@ -6,7 +6,7 @@ owners) and kk_tcp.bpf.h (addresses and ports of a socket or a packet).
 """
 
 from .cli.runner import port_list
-from .tool import Column, Option
+from .tool import Option
 
 # include/net/tcp_states.h
 STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
@@ -58,8 +58,19 @@ def endpoint(addr, port):
     return get
 
 
-def endpoint_column(header, addr, port, width=22):
-    return Column(header, width, endpoint(addr, port))
+def state_of(rec, run):
+    """The record's `state` member by name; None (printed '-') when there was no socket."""
+    return state_name(rec.state)
 
 
-STATE_COLUMN = Column("STATE", 11, lambda rec, run: state_name(rec.state))
+def flow_counts(counts, what, as_json):
+    """A map of kk_flow -> count as bcc's counting modes print it, most first: text or JSON lines."""
+    import json
+    rows = sorted(counts.items(), key=lambda kv: -kv[1])
+    if as_json:
+        return "".join(json.dumps({"ip": k.ip, "laddr": str(k.laddr), "lport": k.lport, "raddr": str(k.raddr),
+                                   "rport": k.rport, what.lower(): n}) + "\n" for k, n in rows)
+    lines = [f"{'LADDR:LPORT':<26} {'RADDR:RPORT':<26} {what}"]
+    for k, n in rows:
+        lines.append(f"{endpoint('laddr', 'lport')(k, None):<22} <-> {endpoint('raddr', 'rport')(k, None):<26} {n}")
+    return "\n".join(lines) + "\n"

@@ -80,7 +80,7 @@ def Flag(*flags, help, rodata=None):
 class Column:
     """A text column: header, width, and the record attribute (or function of record, run) shown.
 
-    `when` names an option that turns the column on; `json` is the key in
+    `when` names an option that turns the column on ("!option": off); `json` is the key in
     --json output (None: not in JSON).
     """
 
@@ -129,6 +129,13 @@ class Tool:
 def elapsed(rec, run):
     """Seconds since the run's first event, from the record's ts_ns."""
     return run.elapsed(rec.ts_ns)
+
+
+def wall_time(rec, run):
+    """The record's ts_ns (CLOCK_MONOTONIC, bpf_ktime_get_ns) as local wall-clock HH:MM:SS."""
+    import time
+    offset = time.time() - time.clock_gettime(time.CLOCK_MONOTONIC)
+    return time.strftime("%H:%M:%S", time.localtime(rec.ts_ns / 1e9 + offset))
 
 
 TIMESTAMP = Flag("-t", "--timestamp", help="include a TIME(s) column")

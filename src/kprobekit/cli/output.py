@@ -37,6 +37,15 @@ def jsonable(v):
     return str(v)
 
 
+def _shown(col, args):
+    """A column's `when`: an option that shows it, or "!option" that hides it."""
+    if col.when is None:
+        return True
+    if col.when.startswith("!"):
+        return not getattr(args, col.when[1:], False)
+    return bool(getattr(args, col.when, False))
+
+
 def _stack_getter(tool, run):
     """rec -> its kernel stack (stacks.Stack), for tools that declare one."""
     if not tool.kernel_stack:
@@ -48,7 +57,7 @@ def _stack_getter(tool, run):
 class TextSink:
     def __init__(self, tool, run):
         args = run.args
-        self.cols = [c for c in tool.columns if c.when is None or getattr(args, c.when, False)]
+        self.cols = [c for c in tool.columns if _shown(c, args)]
         unknown = run.backend.unknown
         self.plan = []     # (getter, format, what to print for an unknown value)
         for c in self.cols:
@@ -58,6 +67,8 @@ class TextSink:
         self.stack = _stack_getter(tool, run)
 
     def start(self):
+        if not self.cols:
+            return
         hdr = " ".join(("{:>%d}" if c.right else "{:<%d}") % c.width for c in self.cols)
         print(hdr.format(*(c.header for c in self.cols)).rstrip(), flush=True)
 
