@@ -350,3 +350,22 @@ def _record_class(name, fields):
     ns["_asdict"] = lambda self: {k: getattr(self, k) for k in self._fields}
     ns["__repr__"] = lambda self: f"{name}({', '.join(f'{k}={getattr(self, k)!r}' for k in self._fields)})"
     return type(name, (tuple,), ns)
+
+
+_kernel_enums = {}
+
+
+def kernel_enum(name):
+    """{enumerator: value} of `enum NAME` in the running kernel's BTF, {} when it has none.
+
+    For values the kernel numbers differently across versions (enum
+    skb_drop_reason), read from the kernel rather than copied into code.
+    """
+    if name not in _kernel_enums:
+        with BTF.vmlinux() as btf:
+            try:
+                t = btf.type(btf.find(name, KIND_ENUM))
+                _kernel_enums[name] = t.enumerators(btf)
+            except NotFound:
+                _kernel_enums[name] = {}
+    return _kernel_enums[name]

@@ -12,6 +12,7 @@ COMMANDS = {
     "tcpaccept": ("kprobekit.tools.tcpaccept", "trace passive TCP connections (accept)"),
     "tcpstates": ("kprobekit.tools.tcpstates", "trace TCP state changes"),
     "tcplife": ("kprobekit.tools.tcplife", "trace TCP sessions with duration and bytes"),
+    "tcpdrop": ("kprobekit.tools.tcpdrop", "trace TCP packets the kernel drops: reason and kernel stack"),
     "tcpretrans": ("kprobekit.tools.tcpretrans", "trace retransmitted TCP segments (-c: count per connection)"),
     "funclatency": ("kprobekit.tools.funclatency", "time kernel functions (log2 histogram, per call)"),
     "trace": ("kprobekit.tools.trace", "trace functions and tracepoints with fetched arguments"),
