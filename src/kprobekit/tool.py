@@ -97,11 +97,13 @@ class Column:
 class Tool:
     """`kernel_stack`: the record's kk_stack_t member, printed under each line (JSON "stack").
     `check(args, backend)`: raises when options ask what the chosen backend cannot do.
-    `report(obj, run)`: text or JSON lines printed at exit (counts kept in maps)."""
+    `report(obj, run, final)`: text or JSON lines printed at exit (counts kept in maps).
+    `periodic`: the tool sends no events; report() runs every `args.interval`
+    seconds (if set), `args.intervals` times at most, and at exit."""
 
     def __init__(self, name, summary, *, backends, columns, options=(), json_fields=(),
                  bpf=None, description="", examples="", pid_filter=True, kernel_stack=None,
-                 check=None, report=None):
+                 check=None, report=None, periodic=False):
         self.name = name
         self.summary = summary
         self.description = description
@@ -116,6 +118,7 @@ class Tool:
         self.kernel_stack = kernel_stack
         self.check = check
         self.report = report
+        self.periodic = periodic
 
     def backend(self, name):
         for b in self.backends:

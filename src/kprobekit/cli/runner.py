@@ -240,6 +240,8 @@ def _trace(tool, args):
     lost = 0
     try:
         obj, backend, message = setup(tool, args)
+        if tool.periodic:
+            return _periodic(tool, args, obj, backend, message, flag)
         stream = events.open_stream(obj)
         print(f"kprobekit: {message}", file=sys.stderr, flush=True)
         run_ = Run(tool, args, backend)
@@ -258,7 +260,7 @@ def _trace(tool, args):
         lost = stream.lost
         sink.finish(lost)
         if tool.report:
-            output.emit(tool.report(obj, run_))
+            output.emit(tool.report(obj, run_, True))
     except BrokenPipeError:
         # the reader went away (e.g. `| head`): stop quietly
         sys.stdout = None
@@ -273,6 +275,27 @@ def _trace(tool, args):
         features.release()
     if lost and not args.json:
         print(f"kprobekit: lost {lost} events", file=sys.stderr)
+    return EXIT_OK
+
+
+def _periodic(tool, args, obj, backend, message, flag):
+    """The loop of tools that keep counts in maps (tcprtt, tcptop): a report per interval and at exit."""
+    import time
+    print(f"kprobekit: {message}", file=sys.stderr, flush=True)
+    run_ = Run(tool, args, backend)
+    interval = getattr(args, "interval", None)
+    limit = getattr(args, "intervals", None)
+    due = time.monotonic() + interval if interval else None
+    reports = 0
+    while not flag.stop:
+        time.sleep(0.25 if due is None else max(0.0, min(0.25, due - time.monotonic())))
+        if due is not None and time.monotonic() >= due:
+            output.emit(tool.report(obj, run_, False))
+            reports += 1
+            due += interval
+            if limit and reports >= limit:
+                return EXIT_OK
+    output.emit(tool.report(obj, run_, True))
     return EXIT_OK
 
 

@@ -14,7 +14,7 @@ def _check(args, backend):
                            hint="use a kernel with kprobes, or drop -l")
 
 
-def _report(obj, run):
+def _report(obj, run, final):
     return flow_counts(obj.map("counts"), "RETRANSMITS", run.args.json) if run.args.count else ""
 
 
