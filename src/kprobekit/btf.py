@@ -324,7 +324,11 @@ class Layout:
                 efmt = _int_fmt(btf, et, esize)
                 unpack = struct.Struct(f"={n}{efmt}").unpack
                 return Field(name, off, size, f"{size}s", lambda rec, raw: list(unpack(raw)), c_type)
-        # nested structs, unions, floats: raw bytes
+        if t.kind == KIND_STRUCT and t.name:
+            # a named nested struct (e.g. struct kk_flow in a map key) decodes to its own record
+            sub = btf.layout(t.id)
+            return Field(name, off, size, f"{size}s", lambda rec, raw: sub.record(sub.struct.unpack(raw)), c_type)
+        # unions, anonymous structs, floats: raw bytes
         return Field(name, off, size, f"{size}s", None, c_type)
 
 

@@ -227,7 +227,7 @@ def _tracefs():
 # --- kernel facts a backend needs besides its hook (not in HOOKS: `kprobekit features` lists hooks) ---
 
 def _skb_drop_reason():
-    """skb:kfree_skb carries the drop reason (Linux 5.17, commit c504e5c2f964)."""
+    """skb:kfree_skb carries the drop reason (Linux 5.17)."""
     fields = kernel.tracepoint_fields("skb", "kfree_skb")
     if fields is None:
         return Feature("skb_drop_reason", False, "no skb:kfree_skb tracepoint")
@@ -236,8 +236,17 @@ def _skb_drop_reason():
     return Feature("skb_drop_reason", True)
 
 
+def _sock_length():
+    """sock:sock_send_length and sock:sock_recv_length (Linux 6.5)."""
+    if all(kernel.tracepoint_fields("sock", n) is not None for n in ("sock_send_length", "sock_recv_length")):
+        return Feature("sock_length", True)
+    return Feature("sock_length", False, "no sock:sock_send_length/sock_recv_length tracepoints "
+                                         "(requires Linux >= 6.5)")
+
+
 _PROBES = {
     "skb_drop_reason": _skb_drop_reason,
+    "sock_length": _sock_length,
     "btf": _btf,
     "kprobe": _kprobe_kind("kprobe", False),
     "kretprobe": _kprobe_kind("kretprobe", True),

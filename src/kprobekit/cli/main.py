@@ -15,6 +15,7 @@ COMMANDS = {
     "tcpdrop": ("kprobekit.tools.tcpdrop", "trace TCP packets the kernel drops: reason and kernel stack"),
     "tcpretrans": ("kprobekit.tools.tcpretrans", "trace retransmitted TCP segments (-c: count per connection)"),
     "tcprtt": ("kprobekit.tools.tcprtt", "summarize TCP round-trip times as histograms"),
+    "tcptop": ("kprobekit.tools.tcptop", "TCP connections by bytes sent and received, per interval"),
     "funclatency": ("kprobekit.tools.funclatency", "time kernel functions (log2 histogram, per call)"),
     "trace": ("kprobekit.tools.trace", "trace functions and tracepoints with fetched arguments"),
     "list": ("kprobekit.tools.list", "list probeable kernel functions and tracepoints (and why not)"),
