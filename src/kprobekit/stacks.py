@@ -25,47 +25,43 @@ DEPTH = 127             # KK_STACK_DEPTH in kk_stack.bpf.h
 DEFAULT_ENTRIES = 1024  # distinct stacks kept per run
 
 
+# "ffffffff81a2b3c0 T tcp_v4_rcv" or "ffffffffc0201000 t nft_do_chain\t[nf_tables]": text symbols only
+_TEXT_SYMBOL = r"^([0-9a-f]+) [tTwW] (\S+)(?:\t\[(\S+)\])?$"
+
+
 class KernelSymbols:
-    """The kernel's text symbols, sorted by address, for address -> function+offset."""
+    """The kernel's text symbols, sorted by address, for address -> function+offset.
+
+    Addresses stay the fixed-width hex strings kallsyms prints: they sort and
+    bisect like the numbers, without converting 100k of them.
+    """
 
     def __init__(self, path=KALLSYMS):
-        self.path = path
-        self._addrs = []
-        self._names = []
-        self._mods = []
-        self._all_zero = True
-        entries = []
+        import re
         with open(path) as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) < 3 or parts[1] not in "tTwW":
-                    continue
-                addr = int(parts[0], 16)
-                if addr:
-                    self._all_zero = False
-                mod = parts[3].strip("[]") if len(parts) > 3 else None
-                entries.append((addr, parts[2], mod))
-        entries.sort(key=lambda e: e[0])
-        self._addrs = [e[0] for e in entries]
-        self._names = [e[1] for e in entries]
-        self._mods = [e[2] for e in entries]
+            text = f.read()
+        rows = re.findall(_TEXT_SYMBOL, text, re.M)
+        rows.sort()
+        self._addrs = [r[0] for r in rows]
+        self._names = [r[1] for r in rows]
+        self._mods = [r[2] or None for r in rows]
+        self._width = len(self._addrs[0]) if rows else 16
+        self._all_zero = not rows or int(self._addrs[-1], 16) == 0
         self.names = set(self._names)
 
     @property
     def hidden(self):
         """None when addresses can be named; else why /proc/kallsyms hides them (one line, with the fix)."""
-        if self._addrs and not self._all_zero:
-            return None
-        return hidden_reason()
+        return hidden_reason() if self._all_zero else None
 
     def lookup(self, addr):
         """(function, offset, module or None), or None when addr is below every symbol or they are hidden."""
         if self._all_zero:
             return None
-        i = bisect.bisect_right(self._addrs, addr) - 1
+        i = bisect.bisect_right(self._addrs, f"{addr:0{self._width}x}") - 1
         if i < 0:
             return None
-        return self._names[i], addr - self._addrs[i], self._mods[i]
+        return self._names[i], addr - int(self._addrs[i], 16), self._mods[i]
 
 
 def hidden_reason():
