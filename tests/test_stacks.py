@@ -1,5 +1,6 @@
 """Kernel stacks (kprobekit.stacks) and `trace -K`: real drops and connects this test makes."""
 
+import json
 import os
 import socket
 import subprocess
@@ -122,3 +123,53 @@ def test_symbols_hidden_from_an_unprivileged_reader_are_said():
     assert none == "None"
     assert "/proc/kallsyms hides kernel addresses" in reason and f"kernel.kptr_restrict={kptr}" in reason
     assert "run as root" in reason
+
+
+def hidden_from(argv):
+    """argv run as root without CAP_SYSLOG (setpriv): kallsyms then shows it zeros unless everyone may see them."""
+    with open("/proc/sys/kernel/kptr_restrict") as f:
+        kptr = int(f.read())
+    with open("/proc/sys/kernel/perf_event_paranoid") as f:
+        paranoid = int(f.read())
+    if kptr == 0 and paranoid <= 1:
+        pytest.skip("kernel.kptr_restrict=0 and perf_event_paranoid<=1: kallsyms shows addresses to everyone")
+    return ["setpriv", "--bounding-set", "-syslog", sys.executable, "-m", "kprobekit.cli.main", *argv]
+
+
+@requires("tracepoint")
+@pytest.mark.parametrize("tool", ["trace", "tcpdrop"])
+def test_hidden_addresses_are_said_not_printed_as_zeros(tool):
+    import signal
+    import time
+    from kprobekit import features
+    if tool == "tcpdrop" and not features.have("skb_drop_reason"):
+        pytest.skip(f"skb_drop_reason: {features.probe('skb_drop_reason').reason}")
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    argv = (["trace", "-K", "--json", "-p", ME, "t:skb/kfree_skb reason", "--filter", f"reason == {NO_SOCKET}"]
+            if tool == "trace" else ["tcpdrop", "--json", "-P", str(port)])
+    p = subprocess.Popen(hidden_from(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        err = ""
+        while "kprobekit: using" not in err and time.monotonic() < deadline and p.poll() is None:
+            err += p.stderr.readline()
+        c = socket.socket()
+        with pytest.raises(ConnectionRefusedError):
+            c.connect(("127.0.0.1", port))
+        c.close()
+        time.sleep(0.5)
+        p.send_signal(signal.SIGINT)
+        out, rest = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    err += rest
+    assert p.returncode == 0, err
+    assert ("kprobekit: kernel stacks as bare addresses: /proc/kallsyms hides kernel addresses from this process"
+            in err), err
+    recs = [json.loads(line) for line in out.splitlines()]
+    frames = [f for r in recs for f in r["stack"]]
+    assert frames and all(f["function"] is None and int(f["addr"], 16) > 0 for f in frames)

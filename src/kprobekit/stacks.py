@@ -76,7 +76,7 @@ def hidden_reason():
         return (f"/proc/kallsyms hides kernel addresses from everyone (kernel.kptr_restrict={kptr}) — "
                 "`sysctl kernel.kptr_restrict=1` and run as root to name the frames")
     return (f"/proc/kallsyms hides kernel addresses from this process (kernel.kptr_restrict={kptr}, "
-            f"kernel.perf_event_paranoid={paranoid}, no CAP_SYSLOG) — run as root to name the frames")
+            f"kernel.perf_event_paranoid={paranoid}, no CAP_SYSLOG) — run as root with CAP_SYSLOG to name the frames")
 
 
 _symbols = None
