@@ -92,10 +92,14 @@ int tp_probe(struct trace_event_raw_tcp_probe *ctx)
 {
 	struct kk_flow f = {};
 
-	f.family = ctx->family;
+	/*
+	 * saddr/daddr hold a struct sockaddr_in (address at byte 4) or
+	 * sockaddr_in6 (at byte 8), whose first member is the family: older
+	 * kernels' tcp_probe has no `family` field.
+	 */
+	bpf_probe_read_kernel(&f.family, 2, (void *)ctx->saddr);
 	f.lport = ctx->sport;
 	f.rport = ctx->dport;
-	/* saddr/daddr hold a struct sockaddr_in (address at byte 4) or sockaddr_in6 (at byte 8) */
 	if (f.family == AF_INET) {
 		bpf_probe_read_kernel(f.laddr, 4, (void *)ctx->saddr + 4);
 		bpf_probe_read_kernel(f.raddr, 4, (void *)ctx->daddr + 4);
