@@ -172,3 +172,19 @@ def test_bad_arguments_one_line_exit_2():
         rc, out, err = cli("tcpretrans", *argv)
         assert rc == 2, (argv, err)
         assert len(err.strip().splitlines()) == 1 and err.startswith("kprobekit tcpretrans: ")
+
+
+@requires("tracepoint", "kprobe")
+def test_backends_agree(netns, run_tool):
+    ns, _ = netns
+    subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-q", "net.ipv4.tcp_syncookies=0"], check=True)
+    tools = [run_tool("tcpretrans", "--json", "--backend", b) for b in ("tracepoint", "kprobe")]
+    p, (port, *clients) = start_in(ns, SYN_FLOOD, "4")
+    try:
+        import time
+        time.sleep(2.5)
+        tp, kp = [t.stop(settle=0)[0] for t in tools]
+    finally:
+        p.communicate("\n", timeout=10)
+    key = lambda recs: sorted((r["lport"], r["rport"], r["state"], r["type"]) for r in recs if r["rport"] == port)
+    assert key(tp) and key(tp) == key(kp)

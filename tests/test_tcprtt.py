@@ -92,3 +92,24 @@ def test_bad_arguments_one_line_exit_2():
         rc, out, err = cli("tcprtt", *argv)
         assert rc == 2, (argv, err)
         assert len(err.strip().splitlines()) == 1 and err.startswith("kprobekit tcprtt: "), err
+
+
+@requires("tracepoint", "kprobe")
+def test_backends_agree(run_tool):
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    tools = [run_tool("tcprtt", "--json", "--backend", b, "-L", str(port)) for b in ("tracepoint", "kprobe")]
+    c = socket.create_connection(("127.0.0.1", port), timeout=5)
+    a, _ = srv.accept()
+    for _ in range(ROUNDS):
+        c.sendall(b"q")
+        assert a.recv(1) == b"q"
+        a.sendall(b"r")
+        assert c.recv(1) == b"r"
+    tp, kp = [t.stop()[0] for t in tools]
+    for s in (c, a, srv):
+        s.close()
+    # the same samples: tcp_probe fires at the start of tcp_rcv_established
+    assert tp == kp and total(tp[0]) >= ROUNDS

@@ -87,3 +87,11 @@ def test_bad_arguments_one_line_exit_2():
         rc, out, err = cli("tcptop", *argv)
         assert rc == 2, (argv, err)
         assert len(err.strip().splitlines()) == 1 and err.startswith("kprobekit tcptop: "), err
+
+
+@requires("tracepoint", "sock_length", "kprobe")
+def test_backends_agree(run_tool):
+    tools = [run_tool("tcptop", "--json", "--backend", b, "-p", str(os.getpid()), "0.5") for b in ("tracepoint", "kprobe")]
+    exchange(socket.AF_INET6, "::1")
+    tp, kp = [per_connection(t.stop(settle=1.2)[0]) for t in tools]
+    assert tp == kp and len(tp) == 2
