@@ -50,6 +50,19 @@ REMOTE_PORTS = Option("-D", "--remoteport", type=port_list, rodata="filter_rport
                       help="remote ports to trace (filtered in the kernel)")
 
 
+def address_arg(text):
+    """An address for a BPF filter (argparse type): 16 bytes, IPv4 as IPv4-mapped IPv6 (::ffff:a.b.c.d)."""
+    import argparse
+    import ipaddress
+    try:
+        a = ipaddress.ip_address(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid address {text!r}") from None
+    if a.version == 4:
+        a = ipaddress.IPv6Address(b"\0" * 10 + b"\xff\xff" + a.packed)
+    return list(a.packed)
+
+
 def endpoint(addr, port):
     """A record's address and port attributes as one ADDR:PORT column value ([v6]:port)."""
     def get(rec, run):

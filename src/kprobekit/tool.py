@@ -134,6 +134,18 @@ def elapsed(rec, run):
     return run.elapsed(rec.ts_ns)
 
 
+def seconds_arg(text):
+    """An interval in seconds (argparse type): a positive number."""
+    import argparse
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid interval {text!r}: not a number") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError("invalid interval: must be positive")
+    return v
+
+
 def wall_time(rec, run):
     """The record's ts_ns (CLOCK_MONOTONIC, bpf_ktime_get_ns) as local wall-clock HH:MM:SS."""
     import time

@@ -1,34 +1,11 @@
 """tcprtt: TCP smoothed round-trip times as in-kernel log2 histograms.  BPF side: bpf/tcprtt.bpf.c."""
 
-import argparse
-import ipaddress
 import json
 
 from ..cli.runner import port_list
 from ..histogram import MapHistograms, format_log2, log2_json
-from ..tcp import LOCAL_PORTS
-from ..tool import IPV4_ONLY, IPV6_ONLY, Backend, Flag, Option, Tool
-
-
-def _seconds(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid interval {text!r}: not a number") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError("invalid interval: must be positive")
-    return v
-
-
-def _addr(text):
-    """An address as the BPF filter wants it: 16 bytes, IPv4 as IPv4-mapped IPv6."""
-    try:
-        a = ipaddress.ip_address(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid address {text!r}") from None
-    if a.version == 4:
-        a = ipaddress.IPv6Address(b"\0" * 10 + b"\xff\xff" + a.packed)
-    return list(a.packed)
+from ..tcp import LOCAL_PORTS, address_arg
+from ..tool import IPV4_ONLY, IPV6_ONLY, Backend, Flag, Option, Tool, seconds_arg
 
 
 def _report(obj, run, final):
@@ -68,15 +45,15 @@ TOOL = Tool(
         Backend("kprobe", ["kprobe_rcv_established"], needs=["kprobe"], note="kprobe on tcp_rcv_established"),
     ],
     options=[
-        Option("-i", "--interval", type=_seconds, metavar="SECONDS", help="print a histogram every SECONDS"),
+        Option("-i", "--interval", type=seconds_arg, metavar="SECONDS", help="print a histogram every SECONDS"),
         Flag("-m", "--milliseconds", help="milliseconds instead of microseconds", rodata=("in_ms", True)),
         IPV4_ONLY,
         IPV6_ONLY,
         LOCAL_PORTS,
         Option("-P", "--remoteport", type=port_list, rodata="filter_rports", metavar="PORT[,PORT...]",
                help="remote ports to trace (filtered in the kernel)"),
-        Option("-a", "--laddr", type=_addr, rodata="filter_laddr", metavar="ADDR", help="this local address only"),
-        Option("-b", "--raddr", type=_addr, rodata="filter_raddr", metavar="ADDR", help="this remote address only"),
+        Option("-a", "--laddr", type=address_arg, rodata="filter_laddr", metavar="ADDR", help="this local address only"),
+        Option("-b", "--raddr", type=address_arg, rodata="filter_raddr", metavar="ADDR", help="this remote address only"),
         Flag("-B", "--byladdr", help="one histogram per local address", rodata=("by_addr", 1)),
         Flag("--byraddr", help="one histogram per remote address", rodata=("by_addr", 2)),
     ],

@@ -6,17 +6,7 @@ import os
 import time
 
 from ..tcp import LOCAL_PORTS, REMOTE_PORTS, endpoint
-from ..tool import IPV4_ONLY, IPV6_ONLY, Backend, Flag, Option, Tool
-
-
-def _seconds(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid interval {text!r}: not a number") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError("invalid interval: must be positive")
-    return v
+from ..tool import IPV4_ONLY, IPV6_ONLY, Backend, Flag, Option, Tool, seconds_arg
 
 
 def _count(text):
@@ -76,7 +66,7 @@ TOOL = Tool(
                 note="kprobes on tcp_sendmsg and tcp_cleanup_rbuf"),
     ],
     options=[
-        Option("interval", nargs="?", type=_seconds, default=1.0, help="seconds between tables (default 1)"),
+        Option("interval", nargs="?", type=seconds_arg, default=1.0, help="seconds between tables (default 1)"),
         Option("intervals", nargs="?", type=_count, metavar="count", help="number of tables, then exit"),
         Flag("-C", "--noclear", help="do not clear the screen between tables"),
         Flag("-S", "--nosummary", help="no load average line"),
