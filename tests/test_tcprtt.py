@@ -54,8 +54,9 @@ def test_local_port_histogram(run_tool, backend):
     assert none == [] and other == []
     for recs in (server, client):
         assert [r["unit"] for r in recs] == ["usecs"]
-        # each side received ROUNDS one-byte segments on the established connection (and ACKs)
-        assert ROUNDS <= total(recs[0]) <= ROUNDS + 5, recs
+        # each side received ROUNDS one-byte segments on the established connection, and an ACK
+        # of its own when its delayed-ACK timer fires before the answer (a slow machine)
+        assert ROUNDS <= total(recs[0]) <= 2 * ROUNDS, recs
 
 
 @requires("tracepoint")
