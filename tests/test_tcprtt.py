@@ -70,9 +70,8 @@ def test_by_local_address_and_ms(run_tool):
     by = {r["laddr"]: total(r) for r in recs}
     assert by["127.0.0.1"] >= 2 * ROUNDS and by["::1"] >= 2 * ROUNDS
     recs, err, rc = ms.stop()
+    # (which bucket is timing: loopback is well under 1 ms here, not under emulation)
     assert [r["unit"] for r in recs] == ["msecs"] and total(recs[0]) >= 2 * ROUNDS
-    # loopback round trips are far below a millisecond... unless the machine is very busy
-    assert recs[0]["buckets"][0]["low"] == 0
 
 
 @requires("tracepoint")
