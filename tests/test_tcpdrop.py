@@ -97,3 +97,16 @@ def test_unknown_reason_one_line_exit_2():
     assert rc == 2
     assert len(err.strip().splitlines()) == 1
     assert err.startswith("kprobekit tcpdrop: argument --reason: unknown drop reason 'NO_SUCH_REASON'")
+
+
+@requires("btf")
+def test_reason_names_come_from_the_kernels_btf():
+    from kprobekit.btf import kernel_enum
+    from kprobekit.tools.tcpdrop import reason_arg, reasons
+    enum = kernel_enum("skb_drop_reason")
+    names = reasons()
+    assert names[enum["SKB_DROP_REASON_NO_SOCKET"]] == "NO_SOCKET"
+    for text in ("NO_SOCKET", "no_socket", "SKB_DROP_REASON_NO_SOCKET"):
+        assert reason_arg(text) == enum["SKB_DROP_REASON_NO_SOCKET"]
+    if "SKB_DROP_REASON_SKB_CSUM" in enum:      # a reason whose own name starts with SKB_
+        assert names[enum["SKB_DROP_REASON_SKB_CSUM"]] == "SKB_CSUM" == names[reason_arg("skb_csum")]

@@ -10,25 +10,24 @@ from ..tool import IPV4_ONLY, IPV6_ONLY, Backend, Column, Option, Tool, elapsed,
 _PREFIXES = ("SKB_DROP_REASON_", "SKB_")
 
 
+def _short(name):
+    """SKB_DROP_REASON_NO_SOCKET -> NO_SOCKET (and SKB_DROP_REASON_SKB_CSUM -> SKB_CSUM)."""
+    for p in _PREFIXES:
+        if name.startswith(p):
+            return name[len(p):]
+    return name
+
+
 def reasons():
     """{value: 'NO_SOCKET', ...} as this kernel numbers them (enum skb_drop_reason in its BTF)."""
-    out = {}
-    for name, value in kernel_enum("skb_drop_reason").items():
-        for p in _PREFIXES:
-            if name.startswith(p):
-                name = name[len(p):]
-                break
-        out[value] = name
-    return out
+    return {value: _short(name) for name, value in kernel_enum("skb_drop_reason").items()}
 
 
 def reason_arg(text):
-    want = text.upper()
-    for p in _PREFIXES:
-        want = want[len(p):] if want.startswith(p) else want
+    want = _short(text.upper())
     known = reasons()
     for value, name in known.items():
-        if name == want and value:
+        if name in (want, text.upper()) and value:
             return value
     if not known:
         raise argparse.ArgumentTypeError("filter by drop reason: this kernel's BTF has no enum skb_drop_reason")
