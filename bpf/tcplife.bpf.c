@@ -13,10 +13,6 @@
 #include "kk_tcp_state.bpf.h"
 
 
-const volatile __u16 filter_family = 0;			/* AF_INET, AF_INET6 or 0 */
-const volatile __u16 filter_lports[KK_MAX_PORTS] = {};	/* 0-terminated */
-const volatile __u16 filter_rports[KK_MAX_PORTS] = {};
-
 struct event {
 	kk_addr_t laddr;
 	kk_addr_t raddr;
@@ -68,9 +64,7 @@ static __always_inline int handle(void *ctx, const struct kk_transition *t)
 	bpf_map_delete_elem(&births, &t->sk);
 	if (filter_pid && (!known || owner.pid != filter_pid))
 		return 0;
-	if (filter_family && t->family != filter_family)
-		return 0;
-	if (!kk_port_in(filter_lports, t->sport) || !kk_port_in(filter_rports, t->dport))
+	if (!kk_tcp_wanted(t->family, t->sport, t->dport))
 		return 0;
 	e = kk_reserve();
 	if (!e)

@@ -13,7 +13,7 @@
  *                     fields from tracefs's format file
  * Filters (field OP constant, all must hold) run here, on the fetched values.
  */
-#include "kprobekit.bpf.h"
+#include "kk_stack.bpf.h"
 
 #define MAX_PROBES	64
 #define MAX_FETCH	8
@@ -63,11 +63,14 @@ struct {
 	__type(value, struct plan);
 } plans SEC(".maps");
 
+const volatile bool want_kstack = false;	/* -K */
+
 struct event {
 	__u64 ts_ns;
 	__u32 pid;
 	__u32 tid;
 	__u32 probe;		/* index of the spec */
+	kk_stack_t kstack;	/* -K; else -ENODATA */
 	char comm[TASK_COMM_LEN];
 	__u8 data[DATA_MAX + STR_MAX];	/* the tail keeps every masked write in bounds */
 };
@@ -104,6 +107,7 @@ static __always_inline struct event *start_event(struct plan **planp, void *ctx)
 	e->pid = pid_tgid >> 32;
 	e->tid = (__u32)pid_tgid;
 	e->probe = id;
+	e->kstack = want_kstack ? kk_kernel_stack(ctx) : -61;	/* ENODATA */
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	return e;
 }

@@ -14,9 +14,7 @@
 #ifndef KK_TCP_STATE_BPF_H
 #define KK_TCP_STATE_BPF_H
 
-#include "kprobekit.bpf.h"
-
-#define IPPROTO_TCP 6
+#include "kk_tcp.bpf.h"
 
 struct kk_transition {
 	struct sock *sk;

@@ -324,7 +324,11 @@ class Layout:
                 efmt = _int_fmt(btf, et, esize)
                 unpack = struct.Struct(f"={n}{efmt}").unpack
                 return Field(name, off, size, f"{size}s", lambda rec, raw: list(unpack(raw)), c_type)
-        # nested structs, unions, floats: raw bytes
+        if t.kind == KIND_STRUCT and t.name:
+            # a named nested struct (e.g. struct kk_flow in a map key) decodes to its own record
+            sub = btf.layout(t.id)
+            return Field(name, off, size, f"{size}s", lambda rec, raw: sub.record(sub.struct.unpack(raw)), c_type)
+        # unions, anonymous structs, floats: raw bytes
         return Field(name, off, size, f"{size}s", None, c_type)
 
 
@@ -350,3 +354,22 @@ def _record_class(name, fields):
     ns["_asdict"] = lambda self: {k: getattr(self, k) for k in self._fields}
     ns["__repr__"] = lambda self: f"{name}({', '.join(f'{k}={getattr(self, k)!r}' for k in self._fields)})"
     return type(name, (tuple,), ns)
+
+
+_kernel_enums = {}
+
+
+def kernel_enum(name):
+    """{enumerator: value} of `enum NAME` in the running kernel's BTF, {} when it has none.
+
+    For values the kernel numbers differently across versions (enum
+    skb_drop_reason), read from the kernel rather than copied into code.
+    """
+    if name not in _kernel_enums:
+        with BTF.vmlinux() as btf:
+            try:
+                t = btf.type(btf.find(name, KIND_ENUM))
+                _kernel_enums[name] = t.enumerators(btf)
+            except NotFound:
+                _kernel_enums[name] = {}
+    return _kernel_enums[name]

@@ -49,7 +49,7 @@ def probe(name):
     """The Feature for a hook name in HOOKS; probed once per process (or per boot)."""
     f = _cache.get(name)
     if f is None:
-        if name not in HOOKS:
+        if name not in _PROBES:
             raise ValueError(f"unknown feature {name!r}")
         f = _from_disk(name)
         if f is None and name not in _UNPRIVILEGED and not kernel.privileged():
@@ -235,7 +235,29 @@ def _tracefs():
     return Feature("tracefs", False, kernel.why_not("tracefs"))
 
 
+# --- kernel facts a backend needs besides its hook (not in HOOKS: `kprobekit features` lists hooks) ---
+
+def _skb_drop_reason():
+    """skb:kfree_skb carries the drop reason (Linux 5.17)."""
+    fields = kernel.tracepoint_fields("skb", "kfree_skb")
+    if fields is None:
+        return Feature("skb_drop_reason", False, "no skb:kfree_skb tracepoint")
+    if not any(f.name == "reason" for f in fields):
+        return Feature("skb_drop_reason", False, "skb:kfree_skb has no drop reason (requires Linux >= 5.17)")
+    return Feature("skb_drop_reason", True)
+
+
+def _sock_length():
+    """sock:sock_send_length and sock:sock_recv_length (Linux 6.5)."""
+    if all(kernel.tracepoint_fields("sock", n) is not None for n in ("sock_send_length", "sock_recv_length")):
+        return Feature("sock_length", True)
+    return Feature("sock_length", False, "no sock:sock_send_length/sock_recv_length tracepoints "
+                                         "(requires Linux >= 6.5)")
+
+
 _PROBES = {
+    "skb_drop_reason": _skb_drop_reason,
+    "sock_length": _sock_length,
     "btf": _btf,
     "kprobe": _kprobe_kind("kprobe", False),
     "kretprobe": _kprobe_kind("kretprobe", True),

@@ -75,3 +75,44 @@ def print_linear(buckets, unit="value", step=1, base=0, file=None):
     lines = format_linear(buckets, unit, step, base)
     if lines:
         print("\n".join(lines), file=file or sys.stdout)
+
+
+class MapHistograms:
+    """Log2 histograms a BPF program keeps in a map keyed by (group..., slot).
+
+    `group(key)` names the histogram a key belongs to (an address, a
+    function; None for one histogram).  `take()` returns what arrived since
+    the previous take(), as differences of cumulative counts: clearing the
+    map instead would lose the samples that land between the read and the
+    clear.  Per-CPU values are summed.
+    """
+
+    def __init__(self, hist_map, group=lambda key: None):
+        self._map = hist_map
+        self._group = group
+        self._before = {}
+
+    def read(self):
+        """{group: {slot: count}} since attach."""
+        out = {}
+        for key, value in self._map.items():
+            n = sum(value) if isinstance(value, list) else value
+            slots = out.setdefault(self._group(key), {})
+            slots[key.slot] = slots.get(key.slot, 0) + n
+        return out
+
+    def take(self):
+        now = self.read()
+        diff = {}
+        for g, slots in now.items():
+            old = self._before.get(g, {})
+            d = {s: c - old.get(s, 0) for s, c in slots.items() if c != old.get(s, 0)}
+            if d:
+                diff[g] = d
+        self._before = now
+        return diff
+
+
+def log2_json(slots):
+    """A histogram's buckets as JSON-ready dicts: low, high (inclusive) and count."""
+    return [{"low": (1 << s) >> 1, "high": (1 << s) - 1, "count": c} for s, c in sorted(slots.items()) if c]

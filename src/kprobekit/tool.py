@@ -9,8 +9,12 @@ functions its columns need; its BPF side is bpf/<name>.bpf.c.
 class Backend:
     """One way to hook the kernel: which programs to load and which features they need.
 
-    `unknown` names record fields this backend cannot know; they print as
-    '-' and as JSON null, never as a wrong value.
+    A `programs` entry may be a tuple of alternatives: kprobes on functions
+    that the kernel renamed or split across versions, e.g.
+    ("kprobe_sk_skb_reason_drop", "kprobe_kfree_skb_reason"); the first whose
+    section's function is in kallsyms loads.  `unknown` names record fields
+    this backend cannot know; they print as '-' and as JSON null, never as a
+    wrong value.
     """
 
     def __init__(self, name, programs, needs, unknown=(), note=""):
@@ -19,6 +23,24 @@ class Backend:
         self.needs = tuple(needs)
         self.unknown = frozenset(unknown)
         self.note = note
+
+    def program_names(self, obj):
+        """The programs to load from obj, alternatives resolved against this kernel's functions."""
+        out = []
+        for p in self.programs:
+            if isinstance(p, str):
+                out.append(p)
+                continue
+            from . import stacks
+            names = stacks.kernel_symbols().names
+            target = lambda prog: obj.program(prog).section.rsplit("/", 1)[-1]
+            found = next((prog for prog in p if target(prog) in names), None)
+            if found is None:
+                from .errors import NotFound
+                raise NotFound(f"use {self.name} backend: none of {', '.join(target(prog) for prog in p)} "
+                               "is a function of this kernel", hint="try --backend auto")
+            out.append(found)
+        return out
 
 
 class Option:
@@ -59,7 +81,7 @@ def Flag(*flags, help, rodata=None, exclusive=None):
 class Column:
     """A text column: header, width, and the record attribute (or function of record, run) shown.
 
-    `when` names an option that turns the column on; `json` is the key in
+    `when` names an option that turns the column on ("!option": off); `json` is the key in
     --json output (None: not in JSON).
     """
 
@@ -74,8 +96,15 @@ class Column:
 
 
 class Tool:
+    """`kernel_stack`: the record's kk_stack_t member, printed under each line (JSON "stack").
+    `check(args, backend)`: raises when options ask what the chosen backend cannot do.
+    `report(obj, run, final)`: text or JSON lines printed at exit (counts kept in maps).
+    `periodic`: the tool sends no events; report() runs every `args.interval`
+    seconds (if set), `args.intervals` times at most, and at exit."""
+
     def __init__(self, name, summary, *, backends, columns, options=(), json_fields=(),
-                 bpf=None, description="", examples="", pid_filter=True):
+                 bpf=None, description="", examples="", pid_filter=True, kernel_stack=None,
+                 check=None, report=None, periodic=False):
         self.name = name
         self.summary = summary
         self.description = description
@@ -87,6 +116,10 @@ class Tool:
         # JSON keys: record attributes, or (key, function of record) pairs
         self.json_fields = tuple(json_fields)
         self.pid_filter = pid_filter
+        self.kernel_stack = kernel_stack
+        self.check = check
+        self.report = report
+        self.periodic = periodic
 
     def backend(self, name):
         for b in self.backends:
@@ -100,6 +133,13 @@ class Tool:
 def elapsed(rec, run):
     """Seconds since the run's first event, from the record's ts_ns."""
     return run.elapsed(rec.ts_ns)
+
+
+def wall_time(rec, run):
+    """The record's ts_ns (CLOCK_MONOTONIC, bpf_ktime_get_ns) as local wall-clock HH:MM:SS."""
+    import time
+    offset = time.time() - time.clock_gettime(time.CLOCK_MONOTONIC)
+    return time.strftime("%H:%M:%S", time.localtime(rec.ts_ns / 1e9 + offset))
 
 
 TIMESTAMP = Flag("-t", "--timestamp", help="include a TIME(s) column")

@@ -109,7 +109,26 @@ def jsonable(v):
         return int(v)
     if isinstance(v, list):
         return [jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {k: jsonable(x) for k, x in v.items()}
     return str(v)
+
+
+def _shown(col, args):
+    """A column's `when`: an option that shows it, or "!option" that hides it."""
+    if col.when is None:
+        return True
+    if col.when.startswith("!"):
+        return not getattr(args, col.when[1:], False)
+    return bool(getattr(args, col.when, False))
+
+
+def _stack_getter(tool, run):
+    """rec -> its kernel stack (stacks.Stack), for tools that declare one."""
+    if not tool.kernel_stack:
+        return None
+    field = tool.kernel_stack
+    return lambda rec: run.stacks.get(getattr(rec, field))
 
 
 # --- formatters compiled once per run ---
@@ -221,7 +240,8 @@ def _spec(c):
 class TextSink:
     def __init__(self, tool, run):
         args = run.args
-        self.cols = [c for c in tool.columns if c.when is None or getattr(args, c.when, False)]
+        self.cols = [c for c in tool.columns if _shown(c, args)]
+        self.stack = _stack_getter(tool, run)
         comp = _Compiler(run)
         pieces, prelude = [], []
         for i, c in enumerate(self.cols):
@@ -236,18 +256,27 @@ class TextSink:
         self._batch = comp.compile('f"' + " ".join(pieces) + '".rstrip()', prelude)
 
     def start(self):
+        if not self.cols:
+            return
         hdr = " ".join(("{:>%d}" if c.right else "{:<%d}") % c.width for c in self.cols)
         emit(hdr.format(*(c.header for c in self.cols)).rstrip() + "\n")
 
     def write(self, recs):
-        emit("\n".join(self._batch(recs)) + "\n")
+        lines = self._batch(recs)
+        if self.stack:      # each line followed by its stack's frames
+            lines = [ln for rec, line in zip(recs, lines) for ln in [line, *self.stack(rec).text_lines()]]
+        emit("\n".join(lines) + "\n")
 
 
 class JsonSink:
     def __init__(self, tool, run):
         comp = _Compiler(run)
         pieces = []
-        for f in tool.json_fields:
+        json_fields = list(tool.json_fields)
+        stack = _stack_getter(tool, run)
+        if stack:
+            json_fields.append(("stack", lambda rec, run: stack(rec).as_json()))
+        for f in json_fields:
             key, field = (f, f) if isinstance(f, str) else f
             expr, maybe_none, is_str = comp.value(field)
             if is_str:

@@ -203,6 +203,8 @@ def setup(tool, args):
         raise errors.NotSupported(f"run {tool.name}: {features.probe('btf').reason}",
                                   feature="btf", hint="use a kernel with CONFIG_DEBUG_INFO_BTF=y")
     backend, message = choose_backend(tool, args.backend)
+    if tool.check:
+        tool.check(args, backend)
     if any(n in ("kprobe", "kretprobe") for n in backend.needs):
         kernel.remove_stale_kprobes()
     use_perf = args.buffer == "perf" or (args.buffer == "auto" and not features.have("ringbuf"))
@@ -211,7 +213,7 @@ def setup(tool, args):
                                   feature="ringbuf", hint="use --buffer perf")
     obj = Object.open(tool.bpf)
     try:
-        obj.set_autoload(backend.programs)
+        obj.set_autoload(backend.program_names(obj))
         if tool.pid_filter and args.pid:
             obj.rodata["filter_pid"] = args.pid
         for opt in tool.options:
@@ -276,12 +278,18 @@ def _trace(tool, args):
     lost = 0
     try:
         obj, backend, message = setup(tool, args)
+        if tool.periodic:
+            return _periodic(tool, args, obj, backend, message, flag)
         stream = events.open_stream(obj)
         print(f"kprobekit: {message}", file=sys.stderr, flush=True)
         run_ = Run(tool, args, backend, stream.layout)
+        if tool.kernel_stack:
+            _open_stacks(run_, obj)
         sink = output.JsonSink(tool, run_) if args.json else output.TextSink(tool, run_)
         sink.start()
         lost = pump(stream, sink.write, lambda: flag.stop)
+        if tool.report:
+            output.emit(tool.report(obj, run_, True))
     except (BrokenPipeError, output.Stalled):
         # the reader went away (e.g. `| head`), or stopped reading before the header: stop quietly
         sys.stdout = None
@@ -296,6 +304,34 @@ def _trace(tool, args):
         features.release()
     output.report_lost(lost, args.json)
     return EXIT_OK
+
+
+def _periodic(tool, args, obj, backend, message, flag):
+    """The loop of tools that keep counts in maps (tcprtt, tcptop): a report per interval and at exit."""
+    import time
+    print(f"kprobekit: {message}", file=sys.stderr, flush=True)
+    run_ = Run(tool, args, backend)
+    interval = getattr(args, "interval", None)
+    limit = getattr(args, "intervals", None)
+    due = time.monotonic() + interval if interval else None
+    reports = 0
+    while not flag.stop:
+        time.sleep(0.25 if due is None else max(0.0, min(0.25, due - time.monotonic())))
+        if due is not None and time.monotonic() >= due:
+            output.emit(tool.report(obj, run_, False))
+            reports += 1
+            due += interval
+            if limit and reports >= limit:
+                return EXIT_OK
+    output.emit(tool.report(obj, run_, True))
+    return EXIT_OK
+
+
+def _open_stacks(run_, obj):
+    from .. import stacks
+    run_.stacks = stacks.KernelStacks(obj)
+    if run_.stacks.symbols.hidden:
+        print(f"kprobekit: kernel stacks as bare addresses: {run_.stacks.symbols.hidden}", file=sys.stderr)
 
 
 def command_parser(name, description, examples=""):

@@ -1,9 +1,7 @@
 """tcpstates: TCP state changes with the time spent in each state.  BPF side: bpf/tcpstates.bpf.c."""
 
-from ..cli.runner import port_list
-from ..tool import IPV4_ONLY, IPV6_ONLY, TIMESTAMP, TIME_COLUMN, Backend, Column, Option, Tool, elapsed
-from ._tcp import OWNER_HELP, owner_comm, owner_pid, state_name
-
+from ..tool import IPV4_ONLY, IPV6_ONLY, TIMESTAMP, TIME_COLUMN, Backend, Column, Tool, elapsed
+from ..tcp import LOCAL_PORTS, OWNER_HELP, REMOTE_PORTS, owner_comm, owner_pid, state_name
 
 
 def _skaddr(rec, run):
@@ -28,10 +26,8 @@ TOOL = Tool(
         TIMESTAMP,
         IPV4_ONLY,
         IPV6_ONLY,
-        Option("-L", "--localport", type=port_list, rodata="filter_lports", metavar="PORT[,PORT...]",
-               help="local ports to trace (filtered in the kernel)"),
-        Option("-D", "--remoteport", type=port_list, rodata="filter_rports", metavar="PORT[,PORT...]",
-               help="remote ports to trace (filtered in the kernel)"),
+        LOCAL_PORTS,
+        REMOTE_PORTS,
     ],
     columns=[
         TIME_COLUMN,

@@ -8,7 +8,7 @@ parsed and checked against the kernel (probespec.py) before anything loads.
 import json
 import sys
 
-from .. import events, features, kernel, probespec
+from .. import events, features, kernel, probespec, stacks
 from ..cli import output
 from ..cli.runner import check_privileges, command_parser, pid_arg, pump, run_command
 from ..errors import NotSupported, UsageError
@@ -20,6 +20,7 @@ EXAMPLES = """examples:
   kprobekit trace 'p:inet_listen port=sock->sk->__sk_common.skc_num backlog'
   kprobekit trace 'r:inet_bind ret=$retval:s32' --filter 'ret != 0'
   kprobekit trace 't:sock/inet_sock_set_state sport dport newstate' --filter 'newstate == 10'
+  kprobekit trace -K 't:skb/kfree_skb reason'        # with the kernel stack of each hit
   kprobekit trace --backend ftrace 'p:do_sys_openat2 file=+0($arg2):ustring'"""
 
 
@@ -31,6 +32,8 @@ def parser():
     p.add_argument("--filter", default="", metavar="EXPR",
                    help="FIELD OP NUMBER [&& ...], OP one of == != < <= > >= & (applied in the kernel)")
     p.add_argument("-p", "--pid", type=pid_arg, help="this process only")
+    p.add_argument("-K", "--kernel-stack", action="store_true",
+                   help="print the kernel stack under each hit (JSON: \"stack\", a list of frames)")
     p.add_argument("--json", action="store_true", help="one JSON object per hit")
     p.add_argument("--backend", default="auto", choices=["auto", "bpf", "ftrace"],
                    help="bpf (default): generic BPF programs; ftrace: kprobe_events and trace_pipe, no BPF")
@@ -75,6 +78,8 @@ def body(args, stopped):
     probes, regs = compile_specs(args)
     backend = "bpf" if args.backend == "auto" else args.backend
     _need(probes, backend)
+    if backend == "ftrace" and args.kernel_stack:
+        raise UsageError("use -K: kernel stacks need the bpf backend", hint="drop --backend ftrace")
     sink = _Sink(args)
     if backend == "ftrace":
         return _run_ftrace(args, probes, sink, stopped)
@@ -91,6 +96,8 @@ def _run_bpf(args, probes, regs, sink, stopped):
                                               ("t", "tracepoint_raw")) if kind in kinds])
     if args.pid:
         obj.rodata["filter_pid"] = args.pid
+    obj.rodata["want_kstack"] = args.kernel_stack
+    stacks.prepare(obj, args.kernel_stack)
     events.prepare(obj, use_perf, events.TOOL_RING_BYTES)
     obj.load()
     plans = obj.map("plans")
@@ -104,24 +111,30 @@ def _run_bpf(args, probes, regs, sink, stopped):
             prog.attach_kprobe(p.target, p.kind == "r", cookie=p.index, offset=p.offset)
     stream = events.open_stream(obj)
     data_index = stream.layout.record._fields.index("data")
+    kstacks = None
+    if args.kernel_stack:
+        kstacks = stacks.KernelStacks(obj)
+        if kstacks.symbols.hidden:
+            print(f"kprobekit: kernel stacks as bare addresses: {kstacks.symbols.hidden}", file=sys.stderr)
     print("kprobekit: using bpf backend", file=sys.stderr, flush=True)
     sink.start(probes)
     try:
-        lost = pump(stream, lambda recs: _emit_bpf(sink, probes, recs, data_index), stopped)
+        lost = pump(stream, lambda recs: _emit_bpf(sink, probes, recs, data_index, kstacks), stopped)
     finally:
         stream.close()
     output.report_lost(lost, args.json)
     return 0
 
 
-def _emit_bpf(sink, probes, recs, data_index):
+def _emit_bpf(sink, probes, recs, data_index, kstacks):
     if not recs:
         return
     hits = []
     for r in recs:
         p = probes[r.probe]
         data = tuple.__getitem__(r, data_index)
-        hits.append((p, r.pid, r.tid, r.comm, {f.name: f.decode(data) for f in p.fetches}))
+        hits.append((p, r.pid, r.tid, r.comm, {f.name: f.decode(data) for f in p.fetches},
+                     kstacks.get(r.kstack) if kstacks else None))
     sink.write(hits)
 
 
@@ -147,7 +160,7 @@ def _run_ftrace(args, probes, sink, stopped):
                 if args.pid and tgid != args.pid:
                     continue
                 p = by_name[event]
-                hits.append((p, tgid, tid, comm, parse_args(p, text)))
+                hits.append((p, tgid, tid, comm, parse_args(p, text), None))
             if hits:
                 sink.write(hits)
             if last:
@@ -167,14 +180,19 @@ class _Sink:
 
     def write(self, hits):
         lines = []
-        for p, pid, tid, comm, values in hits:
+        for p, pid, tid, comm, values, stack in hits:
             if self.json:
-                lines.append(json.dumps({"event": p.event, "pid": pid, "tid": tid, "comm": comm,
-                                         "args": {k: output.jsonable(v) for k, v in values.items()}}))
+                rec = {"event": p.event, "pid": pid, "tid": tid, "comm": comm,
+                       "args": {k: output.jsonable(v) for k, v in values.items()}}
+                if stack is not None:
+                    rec["stack"] = stack.as_json()
+                lines.append(json.dumps(rec))
             else:
                 fields = " ".join(f"{k}={json.dumps(v) if isinstance(v, str) and not v.startswith('0x') else v}"
                                   for k, v in values.items())
                 lines.append(f"{pid:<7} {tid:<7} {comm:<16} {p.event}: {fields}".rstrip())
+                if stack is not None:
+                    lines.extend(stack.text_lines())
         output.emit("\n".join(lines) + "\n")
 
 
