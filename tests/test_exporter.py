@@ -205,6 +205,7 @@ def test_clean_exit_on_signals(exporter):
 def test_default_listen_address():
     """With no arguments: 127.0.0.1:9435, said on stderr (skipped if something else holds the port)."""
     probe = socket.socket()
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)    # as the exporter's server does
     try:
         probe.bind(("127.0.0.1", 9435))
     except OSError:
