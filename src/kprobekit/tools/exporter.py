@@ -231,14 +231,13 @@ def body(args, stopped):
     from prometheus_client.registry import CollectorRegistry
 
     check_privileges()
-    config = None
+    sources = []
     if args.config:
-        from .. import exporter_config
-        config = exporter_config.load(args.config)     # before anything loads: a bad file costs nothing
+        from .. import exporter_config, exporter_sources
+        # first: a bad file is reported before the network metrics load
+        sources = exporter_sources.load(exporter_config.load(args.config), args)
     notes = []
-    sources = load_network(args, notes)
-    if config is not None:
-        sources += config.load_sources(args)
+    sources = load_network(args, notes) + sources
     for note in notes:
         print(f"kprobekit exporter: {note}", file=sys.stderr)
     collector = Collector(sources)
