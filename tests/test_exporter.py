@@ -332,3 +332,156 @@ def test_real_prometheus_sees_exact_connects(exporter, netns, prometheus):
         child.wait(timeout=30)
     code, err = exp.stop()
     assert code == 0, err
+
+
+# --- the config file ---
+
+USER_OBJECT = os.path.join(os.path.dirname(__file__), "bpf", "usermetrics.bpf.o")
+
+
+def write_config(tmp_path, text):
+    path = tmp_path / "exporter.toml"
+    path.write_text(text)
+    return str(path)
+
+
+@kernel
+def test_config_function_latency(exporter, tmp_path):
+    """[[function]]: a syscall here (no kprobes, no fentry); the kernel function behind it elsewhere."""
+    cfg = write_config(tmp_path, '[[function]]\nname = "bind"\n')
+    exp = exporter("--config", cfg)
+    before = value(exp.scrape(), "kprobekit_function_latency_seconds_count", function="bind")
+    for _ in range(4):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.close()
+    s = exp.scrape()
+    count = value(s, "kprobekit_function_latency_seconds_count", function="bind")
+    assert count >= before + 4      # other processes may bind too
+    assert value(s, "kprobekit_function_latency_seconds_bucket", function="bind", le="+Inf") == count
+    assert value(s, "kprobekit_function_latency_seconds_sum", function="bind") > 0
+    assert any(k[0] == "kprobekit_backend_info" and ("tool", "funclatency") in k[1] for k in s)
+    code, err = exp.stop()
+    assert code == 0, err
+
+
+@kernel
+def test_config_trace_counts(exporter, tmp_path):
+    """[[count]]: tracepoint specs counted in the kernel, by fetched fields or not at all, with filters that
+    single out this test's sockets (syscall tracepoints' common_* fields are not usable: the kernel
+    overwrites them for BPF with a pt_regs pointer)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    cfg = write_config(tmp_path, f"""
+[[count]]
+name = "test_transitions_to_port"
+spec = "t:sock/inet_sock_set_state oldstate newstate dport"
+labels = ["oldstate", "newstate"]
+filter = "dport == {port}"
+
+[[count]]
+name = "test_odd_listens_total"
+spec = "t:syscalls/sys_enter_listen backlog"
+filter = "backlog == 4243"
+""")
+    exp = exporter("--config", cfg)
+    assert value(exp.scrape(), "test_odd_listens_total") == 0
+    srv.listen(4243)
+    other = socket.socket()
+    other.bind(("127.0.0.1", 0))
+    other.listen(4243)
+    other.close()
+    for _ in range(3):
+        c = socket.create_connection(("127.0.0.1", port))
+        a, _ = srv.accept()
+        c.close()
+        a.close()
+    srv.close()
+    s = exp.scrape()
+    # TCP_CLOSE 7 -> TCP_SYN_SENT 2 -> TCP_ESTABLISHED 1, on the connecting side (dport == port)
+    assert value(s, "test_transitions_to_port_total", oldstate="7", newstate="2") == 3
+    assert value(s, "test_transitions_to_port_total", oldstate="2", newstate="1") == 3
+    assert value(s, "test_odd_listens_total") == 2
+    code, err = exp.stop()
+    assert code == 0, err
+
+
+@kernel
+def test_config_user_object(exporter, tmp_path):
+    """[[object]]: a hash map with a struct key -> counter and gauge with its members as labels; a log2
+    array -> histogram."""
+    cfg = write_config(tmp_path, f"""
+[[object]]
+path = "{USER_OBJECT}"
+rodata = {{ target_tgid = {os.getpid()} }}
+
+[[object.metric]]
+map = "calls"
+name = "test_getppid_calls"
+help = "getppid() calls by task"
+
+[[object.metric]]
+map = "calls"
+name = "test_getppid_calls_now"
+type = "gauge"
+
+[[object.metric]]
+map = "duration_log2"
+name = "test_getppid_duration_seconds"
+type = "histogram"
+scale = 1e9
+""")
+    exp = exporter("--config", cfg)
+    for _ in range(7):
+        os.getppid()
+    s = exp.scrape()
+    me = {"tgid": str(os.getpid()), "comm": open("/proc/self/comm").read().strip()}
+    assert value(s, "test_getppid_calls_total", **me) == 7
+    assert value(s, "test_getppid_calls_now", **me) == 7
+    assert value(s, "test_getppid_duration_seconds_count") == 7
+    assert value(s, "test_getppid_duration_seconds_bucket", le="+Inf") == 7
+    assert value(s, "kprobekit_backend_info", tool="usermetrics", backend="object") == 1
+    code, err = exp.stop()
+    assert code == 0, err
+
+
+BAD_CONFIGS = [
+    # (file text, line, words of the message)
+    ('[[function]]\nname = "bind"\n\n[[count]\nname = "x"\n', 4, "expected"),
+    ('[[function]]\nname = "bind"\nnmae = "x"\n', 3, "unknown key 'nmae'"),
+    ('[[function]]\nname = "bind"\n\n[[metric]]\nname = "x"\n', 4, "unknown table 'metric'"),
+    ('[[count]]\nname = "bad name"\nspec = "t:sock/inet_sock_set_state"\n', 2, "metric name 'bad name'"),
+    ('[[count]]\nname = "a"\nspec = "t:sock/no_such_tracepoint"\n', 3, "no tracepoint sock:no_such_tracepoint"),
+    ('[[count]]\nname = "a"\nspec = "t:sock/inet_sock_set_state sport"\nlabels = ["dport"]\n', 3,
+     "label 'dport' is not a field"),
+    ('[[count]]\nname = "a"\nspec = "t:sock/inet_sock_set_state sport"\nlabels = ["a", "b", "c", "d", "e"]\n', 4,
+     "at most 4 labels"),
+    ('[[count]]\nname = "a"\nspec = "t:sock/inet_sock_set_state"\n\n[[count]]\nname = "a_total"\n'
+     'spec = "t:sock/inet_sock_set_state"\n', 6, "already used on line 2"),
+    ('[[object]]\npath = "/nonexistent.bpf.o"\n[[object.metric]]\nmap = "m"\nname = "n"\n', 1, "no such file"),
+    ('[[count]]\nname = "a"\nspec = "t:sock/inet_sock_set_state"\n\n[[count]]\nname = "b"\n'
+     'spec = "t:sock/inet_sock_set_state sport"\n', 7, "already counted on line 3"),
+    (f'[[object]]\npath = "{USER_OBJECT}"\n\n[[object.metric]]\nmap = "nosuchmap"\nname = "n"\n', 4,
+     "no such map"),
+    (f'[[object]]\npath = "{USER_OBJECT}"\n[[object.metric]]\nmap = "calls"\nname = "n"\ntype = "histogram"\n',
+     3, "needs a log2 array"),
+    (f'[[object]]\npath = "{USER_OBJECT}"\n[[object.metric]]\nmap = "calls"\nname = "n"\ntype = "summary"\n',
+     6, "type 'summary'"),
+]
+
+
+@kernel
+@pytest.mark.parametrize("text,line,words", BAD_CONFIGS, ids=[str(i) for i in range(len(BAD_CONFIGS))])
+def test_bad_config_is_one_line(tmp_path, text, line, words):
+    cfg = write_config(tmp_path, text)
+    code, out, err = cli("exporter", "--listen", "127.0.0.1:0", "--config", cfg)
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"kprobekit exporter: config {cfg}:{line}: "), err
+    assert words in err, err
+
+
+def test_missing_config_file():
+    code, out, err = cli("exporter", "--config", "/nonexistent/exporter.toml")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "/nonexistent/exporter.toml" in err, err

@@ -127,6 +127,12 @@ def _counts(cfg):
             trace._need([p], "bpf")
         except KprobekitError as e:
             raise located(cfg, c["spec_line"], e) from None
+        # the kernel keeps one copy of a program per tracepoint: a second attach fails with EEXIST
+        same = next((cfg.counts[q.index]["spec_line"] for q in probes if p.kind == "t" and q.target == p.target),
+                    None)
+        if same is not None:
+            raise cfg.error(c["spec_line"], f"tracepoint {p.event} is already counted on line {same}: one "
+                            "[[count]] per tracepoint (give that one more labels instead)")
         probes.append(p)
         label_fetches.append(fetches)
     regs = ctx.regs if any(p.kind != "t" for p in probes) else {}
