@@ -19,6 +19,7 @@ import urllib.request
 
 import pytest
 
+from kprobekit import features
 from conftest import bpf_ids, cli, in_netns, kernel, requires
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -225,8 +226,33 @@ def test_default_listen_address():
     assert p.returncode == 0
 
 
+@kernel
+def test_forced_backend_the_kernel_lacks_is_an_error():
+    missing = next((b for b, feats in (("fentry", ("fentry", "fexit")), ("kprobe", ("kprobe", "kretprobe")))
+                    if not all(features.have(f) for f in feats)), None)
+    if missing is None:
+        pytest.skip("this kernel has both fentry and kprobes")
+    code, out, err = cli("exporter", "--listen", "127.0.0.1:0", "--backend", missing)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"kprobekit exporter: use {missing} backend: "), err
+
+
+@kernel
+def test_busy_port_is_one_line():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    try:
+        code, out, err = cli("exporter", "--listen", f"127.0.0.1:{s.getsockname()[1]}")
+    finally:
+        s.close()
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "Address already in use" in err and "--listen" in err, err
+
+
 def test_bad_arguments():
-    for argv in (["--listen", "nowhere"], ["--listen", "127.0.0.1:99999"], ["--netns", "x"]):
+    for argv in (["--listen", "nowhere"], ["--listen", "127.0.0.1:99999"], ["--netns", "x"],
+                 ["--backend", "nosuchbackend"]):
         code, out, err = cli("exporter", *argv)
         assert code == 2, argv
         assert len(err.strip().splitlines()) == 1 and err.startswith("kprobekit exporter: "), err

@@ -30,7 +30,7 @@ Every mistake is one line, "config FILE:LINE: problem", and exit code 2.
 
 import re
 
-from .errors import KprobekitError, UsageError
+from .errors import KprobekitError, MissingDependency, UsageError
 
 MAX_LABELS, LABEL_MAX = 4, 16       # bpf/trace.bpf.c
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
@@ -86,7 +86,11 @@ class Config:
 
 def load(path):
     """The parsed and checked config; raises ConfigError (one line) for any mistake in it."""
-    import tomllib
+    try:
+        import tomllib
+    except ImportError:     # Python < 3.11
+        raise MissingDependency(f"read config {path}: TOML needs Python 3.11 or later (tomllib)",
+                                hint="run kprobekit with Python >= 3.11 (Debian 12 has 3.11)") from None
     cfg = Config(path)
     try:
         with open(path, "rb") as f:

@@ -16,7 +16,7 @@ import time
 
 from .. import events, features, kernel, metrics
 from ..cli.runner import check_privileges, choose_backend, command_parser, netns_arg, run_command
-from ..errors import NotSupported, UsageError
+from ..errors import MissingDependency, NotSupported, UsageError
 from ..object import Object
 from ._tcp import STATES
 
@@ -172,6 +172,8 @@ def load_network(args, notes):
         try:
             backend, _ = tool_backend(tool, args.backend)
         except NotSupported as e:
+            if tool.backend(args.backend) is not None:
+                raise       # asked for by name: an error, not a silent fallback
             notes.append(f"{name} metrics left out: {e}")
             continue
         if any(n in ("kprobe", "kretprobe") for n in backend.needs):
@@ -226,10 +228,25 @@ class Collector:
             self.closed = True
 
 
-def body(args, stopped):
-    from prometheus_client import start_http_server
-    from prometheus_client.registry import CollectorRegistry
+def backend_names():
+    import importlib
+    names = {"auto"}
+    for name in NETWORK:
+        names.update(b.name for b in importlib.import_module(f"kprobekit.tools.{name}").TOOL.backends)
+    return names
 
+
+def body(args, stopped):
+    try:
+        from prometheus_client import start_http_server
+        from prometheus_client.registry import CollectorRegistry
+    except ImportError:
+        raise MissingDependency("serve metrics: the prometheus-client package is missing",
+                                hint="pip install prometheus-client (or `make venv`)") from None
+    known = backend_names()
+    if args.backend not in known:
+        raise UsageError(f"use backend {args.backend!r}: no network tool has it "
+                         f"(choose from {', '.join(sorted(known))})")
     check_privileges()
     sources = []
     if args.config:
