@@ -433,6 +433,47 @@ filter = "backlog == 4243"
     assert code == 0, err
 
 
+@requires("kprobe", "kretprobe")
+def test_config_kprobe_counts(exporter, tmp_path):
+    """[[count]] with kprobe specs: a string label ($comm) and a return value label (EADDRINUSE)."""
+    cfg = write_config(tmp_path, """
+[[count]]
+name = "test_inet_bind_by_comm"
+spec = "p:inet_bind comm=$comm"
+labels = ["comm"]
+
+[[count]]
+name = "test_inet_bind_errors"
+spec = "r:inet_bind ret=$retval:s32"
+labels = ["ret"]
+filter = "ret != 0"
+""")
+    exp = exporter("--config", cfg)
+    comm = open("/proc/self/comm").read().strip()
+    before = exp.scrape()
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    for _ in range(3):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.close()
+    for _ in range(2):
+        s = socket.socket()
+        with pytest.raises(OSError):
+            s.bind(("127.0.0.1", busy.getsockname()[1]))
+        s.close()
+    busy.close()
+    s = exp.scrape()
+    # at least ours: other processes may bind too (none do in the VMs)
+    assert value(s, "test_inet_bind_by_comm_total", comm=comm) - \
+        value(before, "test_inet_bind_by_comm_total", comm=comm) >= 6
+    assert value(s, "test_inet_bind_errors_total", ret="-98") - \
+        value(before, "test_inet_bind_errors_total", ret="-98") >= 2       # EADDRINUSE
+    assert value(s, "test_inet_bind_errors_total", ret="0") == 0
+    code, err = exp.stop()
+    assert code == 0, err
+
+
 @kernel
 def test_config_user_object(exporter, tmp_path):
     """[[object]]: a hash map with a struct key -> counter and gauge with its members as labels; a log2
