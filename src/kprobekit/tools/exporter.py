@@ -16,7 +16,7 @@ import time
 
 from .. import events, features, kernel, metrics
 from ..cli.runner import check_privileges, choose_backend, command_parser, netns_arg, run_command
-from ..errors import MissingDependency, NotSupported, UsageError
+from ..errors import MissingDependency, NotFound, NotSupported, UsageError
 from ..object import Object
 from ._tcp import STATES
 
@@ -67,7 +67,7 @@ class Source:
         for obj in self.objects:
             try:
                 bss = obj.bss
-            except Exception:       # an object without .bss counts nothing
+            except NotFound:        # a user's object without .bss
                 continue
             if "kk_lost" in bss:
                 n += bss["kk_lost"]
