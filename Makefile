@@ -17,7 +17,8 @@ INCLUDE_DIR := src/kprobekit/include
 LIBBPF_HDRS := $(addprefix /usr/include/bpf/,bpf_helpers.h bpf_helper_defs.h bpf_core_read.h bpf_tracing.h bpf_endian.h)
 
 APT_PACKAGES := clang llvm libbpf-dev libbpf1 bpftool linux-libc-dev python3-venv iproute2 \
-	qemu-system-x86 linux-image-amd64 linux-image-6.12-amd64 busybox-static
+	qemu-system-x86 linux-image-amd64 linux-image-6.12-amd64 busybox-static \
+	prometheus
 
 .PHONY: all setup deps bpf venv pyc system-python wheel test test-host vmtest bench bench-deps bench-build clean
 

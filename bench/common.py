@@ -23,6 +23,8 @@ EVENTS_OBJ = os.path.join(BUILD, "events.bpf.o")
 PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
 KPROBEKIT = "/usr/local/bin/kprobekit" if os.path.exists("/usr/local/bin/kprobekit") \
     else os.path.join(ROOT, ".venv", "bin", "kprobekit")
+# another checkout's entry point (e.g. a worktree's .venv/bin/kprobekit), to measure it unmerged
+KPROBEKIT = os.environ.get("KPROBEKIT_BIN", KPROBEKIT)
 FEATURES_CACHE = "/run/kprobekit"
 # Tools run with a user's environment: no PYTHONDONTWRITEBYTECODE (which would make
 # every start compile kprobekit from source) nor PYTHONUNBUFFERED from whoever runs us.
@@ -63,6 +65,11 @@ def peers(tools=("tcpconnect", "tcpstates")):
             out.append(Peer(f"kprobekit {tool}", [KPROBEKIT, tool],
                             [("stderr", "kprobekit: using "), ("stdout", "")],
                             "stderr 'using ... backend' line, then stdout header", kprobekit=True))
+    if "exporter" in kk:
+        # every network tool's hooks at once, counting in maps: no event reaches user space
+        out.append(Peer("kprobekit exporter (counts in maps)", [KPROBEKIT, "exporter", "--listen", "127.0.0.1:0"],
+                        [("stderr", "kprobekit: serving ")], "stderr 'serving' line (after every object is "
+                        "attached)", kprobekit=True))
     for tool in tools:
         if tool in kk:
             # through a perf buffer, the transport libbpf-tools' tcpstates and bpftrace use

@@ -13,6 +13,7 @@
  * picked for port 0); one that failed by the address that was asked for.
  */
 #include "kprobekit.bpf.h"
+#include "kk_metrics.bpf.h"
 
 
 const volatile __u16 filter_ports[KK_MAX_PORTS] = {};	/* ports, 0-terminated */
@@ -127,6 +128,15 @@ static __always_inline void read_sockaddr(struct call *c, const void *uaddr, boo
 	}
 }
 
+/* Metrics mode: binds by (protocol, result). */
+struct bind_key {
+	__u16 proto;		/* IPPROTO_TCP, IPPROTO_UDP, ... */
+	__u16 pad;
+	kk_errno_t ret;
+};
+
+KK_COUNTER(binds, struct bind_key, 1024);
+
 static __always_inline int emit(void *ctx, struct socket *sock, const struct call *c, int ret)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -143,6 +153,13 @@ static __always_inline int emit(void *ctx, struct socket *sock, const struct cal
 	port = ret ? c->port : BPF_CORE_READ(sk, __sk_common.skc_num);
 	if (!kk_port_in(filter_ports, port))
 		return 0;
+	if (kk_metrics) {
+		struct bind_key k = { .proto = BPF_CORE_READ(sk, sk_protocol), .ret = ret };
+
+		if (kk_metrics_sock_wanted(sk))
+			kk_count(&binds, &k, 1);
+		return 0;
+	}
 	e = kk_reserve();
 	if (!e)
 		return 0;

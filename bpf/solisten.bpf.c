@@ -13,6 +13,7 @@
  * given its port (inet_csk_listen_start -> get_port).
  */
 #include "kprobekit.bpf.h"
+#include "kk_metrics.bpf.h"
 
 #define IPPROTO_TCP 6
 
@@ -49,6 +50,9 @@ struct {
 	__type(value, struct call);
 } calls SEC(".maps");
 
+/* Metrics mode: successful listen() calls (key 0 only). */
+KK_COUNTER(listens, __u32, 1);
+
 static __always_inline int emit(void *ctx, struct socket *sock, int backlog, int ret)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -71,6 +75,13 @@ static __always_inline int emit(void *ctx, struct socket *sock, int backlog, int
 	port = BPF_CORE_READ(sk, __sk_common.skc_num);
 	if (!kk_port_in(filter_ports, port))
 		return 0;
+	if (kk_metrics) {
+		__u32 zero = 0;
+
+		if (!ret && kk_metrics_sock_wanted(sk))
+			kk_count(&listens, &zero, 1);
+		return 0;
+	}
 	e = kk_reserve();
 	if (!e)
 		return 0;

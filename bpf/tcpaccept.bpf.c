@@ -14,6 +14,7 @@
  * (why sock:inet_sock_set_state SYN_RECV->ESTABLISHED is not used).
  */
 #include "kprobekit.bpf.h"
+#include "kk_metrics.bpf.h"
 
 #define IPPROTO_TCP 6
 
@@ -35,6 +36,14 @@ struct event {
 
 KK_EVENTS(struct event)
 
+/* Metrics mode: accepts by (family, local port); listening ports are few, so the labels stay bounded. */
+struct accept_key {
+	__u16 family;
+	__u16 port;
+};
+
+KK_COUNTER(accepts, struct accept_key, 4096);
+
 static __always_inline int emit(void *ctx, struct sock *sk)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -53,6 +62,13 @@ static __always_inline int emit(void *ctx, struct sock *sk)
 	lport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	if (!kk_port_in(filter_ports, lport))
 		return 0;
+	if (kk_metrics) {
+		struct accept_key k = { .family = family, .port = lport };
+
+		if (kk_metrics_sock_wanted(sk))
+			kk_count(&accepts, &k, 1);
+		return 0;
+	}
 	e = kk_reserve();
 	if (!e)
 		return 0;

@@ -20,6 +20,7 @@
  * tracepoint cannot see.
  */
 #include "kprobekit.bpf.h"
+#include "kk_metrics.bpf.h"
 
 #define IPPROTO_TCP 6
 
@@ -48,6 +49,28 @@ struct event {
 };
 
 KK_EVENTS(struct event)
+
+/* Metrics mode: connects by (family, result), and the handshake's latency. */
+struct connect_key {
+	__u16 family;
+	__u16 known;		/* 0: the outcome is not known (closed before the handshake ended) */
+	kk_errno_t ret;		/* 0 or -errno */
+};
+
+KK_COUNTER(connects, struct connect_key, 1024);
+KK_HISTOGRAM(connect_latency);
+
+static __always_inline int count_connect(struct sock *sk, __u16 family, __s32 ret, bool known, __u64 lat_ns)
+{
+	struct connect_key k = { .family = family, .known = known, .ret = ret };
+
+	if (!kk_metrics_sock_wanted(sk))
+		return 0;
+	kk_count(&connects, &k, 1);
+	if (lat_ns)
+		kk_observe(&connect_latency, lat_ns);
+	return 0;
+}
 
 /* Who connects: taken in the connecting task, reported possibly later. */
 struct who {
@@ -121,6 +144,8 @@ static __always_inline int emit_for(void *ctx, struct sock *sk, const struct who
 
 	if (!sock_wanted(sk, family, dport))
 		return 0;
+	if (kk_metrics)
+		return count_connect(sk, family, o->ret, o->known, o->lat_ns);
 	e = kk_reserve();
 	if (!e)
 		return 0;
@@ -166,6 +191,8 @@ static __always_inline int emit_failed(void *ctx, struct sock *sk, struct sockad
 	dport = bpf_ntohs(head.port);
 	if (!sock_wanted(sk, family, dport))
 		return 0;
+	if (kk_metrics)
+		return count_connect(sk, family, ret, true, 0);
 	e = kk_reserve();
 	if (!e)
 		return 0;

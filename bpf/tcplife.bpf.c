@@ -11,6 +11,7 @@
  * kk_tcp_state.bpf.h.
  */
 #include "kk_tcp_state.bpf.h"
+#include "kk_metrics.bpf.h"
 
 
 struct event {
@@ -39,6 +40,23 @@ struct {
 	__type(value, __u64);
 } births SEC(".maps");
 
+/* Metrics mode: closed sessions' durations, and their bytes by direction (0: tx, 1: rx). */
+KK_HISTOGRAM(session_duration);
+KK_COUNTER(session_bytes, __u32, 2);
+
+static __always_inline int count_session(const struct kk_transition *t, __u64 span_ns)
+{
+	struct tcp_sock *tp = (struct tcp_sock *)t->sk;
+	__u32 tx = 0, rx = 1;
+
+	if (!kk_metrics_sock_wanted(t->sk))
+		return 0;
+	kk_observe(&session_duration, span_ns);
+	kk_count(&session_bytes, &tx, BPF_CORE_READ(tp, bytes_acked));
+	kk_count(&session_bytes, &rx, BPF_CORE_READ(tp, bytes_received));
+	return 0;
+}
+
 static __always_inline int handle(void *ctx, const struct kk_transition *t)
 {
 	__u64 now = bpf_ktime_get_ns(), *birth, born;
@@ -49,7 +67,7 @@ static __always_inline int handle(void *ctx, const struct kk_transition *t)
 
 	if (t->family != AF_INET && t->family != AF_INET6)
 		return 0;
-	known = kk_transition_owner(t, &owner);
+	known = !kk_metrics && kk_transition_owner(t, &owner);	/* the metrics need no owner */
 	if (t->newstate < TCP_FIN_WAIT1) {	/* SYN_SENT, SYN_RECV, ESTABLISHED */
 		bpf_map_update_elem(&births, &t->sk, &now, BPF_NOEXIST);
 		return 0;
@@ -66,6 +84,8 @@ static __always_inline int handle(void *ctx, const struct kk_transition *t)
 		return 0;
 	if (!kk_tcp_wanted(t->family, t->sport, t->dport))
 		return 0;
+	if (kk_metrics)
+		return count_session(t, now - born);
 	e = kk_reserve();
 	if (!e)
 		return 0;

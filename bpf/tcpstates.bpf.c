@@ -9,6 +9,7 @@
  * PID/COMM: the socket's owner, see kk_tcp_state.bpf.h.
  */
 #include "kk_tcp_state.bpf.h"
+#include "kk_metrics.bpf.h"
 
 
 struct event {
@@ -38,6 +39,14 @@ struct {
 	__type(value, __u64);
 } entered SEC(".maps");
 
+/* Metrics mode: transitions by (old state, new state), at most 12 x 12 keys. */
+struct transition_key {
+	__u32 oldstate;
+	__u32 newstate;
+};
+
+KK_COUNTER(transitions, struct transition_key, 256);
+
 static __always_inline int handle(void *ctx, const struct kk_transition *t)
 {
 	__u64 now = bpf_ktime_get_ns(), *since, delta;
@@ -47,6 +56,14 @@ static __always_inline int handle(void *ctx, const struct kk_transition *t)
 
 	if (t->family != AF_INET && t->family != AF_INET6)
 		return 0;
+	if (kk_metrics) {
+		/* no owner or time kept: the counter needs neither */
+		struct transition_key k = { .oldstate = t->oldstate, .newstate = t->newstate };
+
+		if (kk_metrics_sock_wanted(t->sk))
+			kk_count(&transitions, &k, 1);
+		return 0;
+	}
 	/* every transition keeps the owner and the time up to date, filtered or not */
 	known = kk_transition_owner(t, &owner);
 	since = bpf_map_lookup_elem(&entered, &t->sk);

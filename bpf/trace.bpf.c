@@ -12,8 +12,13 @@
  *   tracepoint        the raw record is copied; user space decodes its
  *                     fields from tracefs's format file
  * Filters (field OP constant, all must hold) run here, on the fetched values.
+ *
+ * In metrics mode (kk_metrics, `kprobekit exporter`) a hit that passes the
+ * filters is counted in `counts` under its probe and the label values that
+ * `label_plans` names, instead of being sent.
  */
 #include "kk_stack.bpf.h"
+#include "kk_metrics.bpf.h"
 
 #define MAX_PROBES	64
 #define MAX_FETCH	8
@@ -90,6 +95,39 @@ struct {
 	__type(value, struct regs_buf);
 } regs_scratch SEC(".maps");
 
+/* Metrics mode: which fetched values label a probe's count. */
+#define MAX_LABELS	4
+#define LABEL_MAX	16	/* bytes kept of a label value; strings are cut there */
+
+enum label_kind { KK_LABEL_INT = 0, KK_LABEL_BYTES = 1, KK_LABEL_STR = 2 };
+
+struct label {
+	__u16 off;		/* in event.data */
+	__u8 size;		/* integers: 1, 2, 4 or 8; bytes: up to LABEL_MAX */
+	__u8 kind;		/* enum label_kind */
+};
+
+struct label_plan {
+	__u32 nlabels;
+	struct label label[MAX_LABELS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_PROBES);
+	__type(key, __u32);
+	__type(value, struct label_plan);
+} label_plans SEC(".maps");
+
+struct count_key {
+	__u32 probe;
+	__u32 pad;
+	__u8 value[MAX_LABELS][LABEL_MAX];	/* integers as u64, little-endian */
+};
+
+/* new label combinations beyond this are counted as lost: cardinality stays bounded */
+KK_COUNTER(counts, struct count_key, 10240);
+
 /* The event under construction: always built in the per-CPU slot, then copied out. */
 static __always_inline struct event *start_event(struct plan **planp, void *ctx)
 {
@@ -153,10 +191,44 @@ static __always_inline bool filters_pass(struct plan *plan, struct event *e)
 	return true;
 }
 
+static __always_inline int count_event(struct event *e)
+{
+	struct label_plan *lp = bpf_map_lookup_elem(&label_plans, &e->probe);
+	struct count_key key;
+
+	if (!lp)
+		return 0;
+	__builtin_memset(&key, 0, sizeof(key));
+	key.probe = e->probe;
+	for (int i = 0; i < MAX_LABELS; i++) {
+		struct label *l = &lp->label[i];
+		__u8 *src;
+		__u32 n;
+
+		if (i >= lp->nlabels)
+			break;
+		src = &e->data[l->off & (DATA_MAX - 1)];
+		if (l->kind == KK_LABEL_STR) {
+			bpf_probe_read_kernel_str(key.value[i], LABEL_MAX, src);
+		} else if (l->kind == KK_LABEL_BYTES) {
+			n = l->size;
+			if (n > LABEL_MAX)
+				n = LABEL_MAX;
+			bpf_probe_read_kernel(key.value[i], n, src);
+		} else {
+			*(__u64 *)key.value[i] = load_int(src, l->size, false);
+		}
+	}
+	kk_count(&counts, &key, 1);
+	return 0;
+}
+
 static __always_inline int finish_event(void *ctx, struct plan *plan, struct event *e)
 {
 	if (!filters_pass(plan, e))
 		return 0;
+	if (kk_metrics)
+		return count_event(e);
 	if (kk_perfbuf ? bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, e, sizeof(*e))
 		       : bpf_ringbuf_output(&events, e, sizeof(*e), 0))
 		__sync_fetch_and_add(&kk_lost, 1);	/* see kk_submit() */

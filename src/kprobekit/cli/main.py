@@ -20,6 +20,7 @@ COMMANDS = {
     "trace": ("kprobekit.tools.trace", "trace functions and tracepoints with fetched arguments"),
     "list": ("kprobekit.tools.list", "list probeable kernel functions and tracepoints (and why not)"),
     "progtrace": ("kprobekit.tools.progtrace", "trace a loaded BPF program: calls/s, duration, return values"),
+    "exporter": ("kprobekit.tools.exporter", "serve Prometheus metrics counted in the kernel (TCP, bind, listen)"),
     "features": ("kprobekit.cli.features", "show which BPF features this kernel has"),
 }
 

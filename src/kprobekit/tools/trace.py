@@ -86,29 +86,41 @@ def body(args, stopped):
     return _run_bpf(args, probes, regs, sink, stopped)
 
 
-def _run_bpf(args, probes, regs, sink, stopped):
+def load_bpf(probes, regs, pid=None, use_perf=False, configure=None, after_load=None, kernel_stack=False):
+    """Loads trace.bpf.o with the probes' plans and attaches it; `configure(obj)` runs before load
+    (the exporter's metrics mode), `after_load(obj)` before attach."""
     if any(p.kind != "t" for p in probes):
         kernel.remove_stale_kprobes()
-    use_perf = args.buffer == "perf" or (args.buffer == "auto" and not features.have("ringbuf"))
     obj = Object.open("trace")
     kinds = {p.kind for p in probes}
     obj.set_autoload([name for kind, name in (("p", "kprobe_fetch"), ("r", "kretprobe_fetch"),
                                               ("t", "tracepoint_raw")) if kind in kinds])
-    if args.pid:
-        obj.rodata["filter_pid"] = args.pid
-    obj.rodata["want_kstack"] = args.kernel_stack
-    stacks.prepare(obj, args.kernel_stack)
-    events.prepare(obj, use_perf, events.TOOL_RING_BYTES)
+    if pid:
+        obj.rodata["filter_pid"] = pid
+    obj.rodata["want_kstack"] = kernel_stack
+    stacks.prepare(obj, kernel_stack)
+    if configure:
+        configure(obj)
+    else:
+        events.prepare(obj, use_perf, events.TOOL_RING_BYTES)
     obj.load()
     plans = obj.map("plans")
     for p in probes:
         plans[p.index] = probespec.plan_bytes(p, regs, plans.value_size)
+    if after_load:
+        after_load(obj)
     for p in probes:
         if p.kind == "t":
             obj.program("tracepoint_raw").attach_tracepoint(*p.target, cookie=p.index)
         else:
             prog = obj.program("kretprobe_fetch" if p.kind == "r" else "kprobe_fetch")
             prog.attach_kprobe(p.target, p.kind == "r", cookie=p.index, offset=p.offset)
+    return obj
+
+
+def _run_bpf(args, probes, regs, sink, stopped):
+    use_perf = args.buffer == "perf" or (args.buffer == "auto" and not features.have("ringbuf"))
+    obj = load_bpf(probes, regs, args.pid, use_perf, kernel_stack=args.kernel_stack)
     stream = events.open_stream(obj)
     data_index = stream.layout.record._fields.index("data")
     kstacks = None
