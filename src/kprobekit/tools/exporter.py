@@ -18,7 +18,7 @@ from .. import events, features, kernel, metrics
 from ..cli.runner import check_privileges, choose_backend, command_parser, netns_arg, run_command
 from ..errors import MissingDependency, NotFound, NotSupported, UsageError
 from ..object import Object
-from ._tcp import STATES
+from ..tcp import STATES
 
 DEFAULT_LISTEN = "127.0.0.1:9435"
 FAMILIES = {2: "ipv4", 10: "ipv6"}
