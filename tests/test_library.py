@@ -518,3 +518,74 @@ def test_header_helpers_log2_and_lookup_or_init():
                 {k: (n, sums[k] & (2**64 - 1)) for k, n in expected.items()}
     finally:
         os.close(fd)
+
+
+CHARS = r"""
+#include "kprobekit.bpf.h"
+
+const volatile char target_comm[TASK_COMM_LEN] = {};
+char last_comm[TASK_COMM_LEN] = {};
+
+struct task_key {
+	__u32 pid;
+	char comm[TASK_COMM_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16);
+	__type(key, char[TASK_COMM_LEN]);
+	__type(value, __u64);
+} by_comm SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16);
+	__type(key, struct task_key);
+	__type(value, char[TASK_COMM_LEN]);
+} by_task SEC(".maps");
+
+SEC("tracepoint/syscalls/sys_enter_kill")
+int on_kill(struct trace_event_raw_sys_enter *ctx)
+{
+	struct task_key k = { .pid = bpf_get_current_pid_tgid() >> 32 };
+
+	bpf_get_current_comm(k.comm, sizeof(k.comm));
+	for (int i = 0; i < TASK_COMM_LEN; i++) {
+		if (k.comm[i] != target_comm[i])
+			return 0;
+		if (!k.comm[i])
+			break;
+	}
+	kk_increment(&by_comm, k.comm, 1);
+	bpf_map_update_elem(&by_task, &k, k.comm, BPF_ANY);
+	__builtin_memcpy(last_comm, k.comm, sizeof(last_comm));
+	return 0;
+}
+"""
+
+
+@tracepoints
+def test_char_arrays_are_str_in_keys_values_structs_and_globals():
+    pid = os.getpid()
+    with BPF(text=CHARS, name="chars", rodata={"target_comm": MY_COMM}) as b:
+        assert b.rodata["target_comm"] == MY_COMM
+        kill_self(0, 0)
+        by_comm, by_task = b["by_comm"], b["by_task"]
+        assert dict(by_comm.items()) == {MY_COMM: 2}
+        assert by_comm[MY_COMM] == 2 and by_comm[MY_COMM.encode()] == 2 and "nobody" not in by_comm
+        by_comm["other"] = 7                     # a str key, NUL-padded
+        by_comm[b"x" * 16] = 1                   # a full-length one needs no NUL
+        assert by_comm[b"other"] == 7 and sorted(by_comm.keys()) == sorted([MY_COMM, "other", "x" * 16])
+        with pytest.raises(errors.UsageError, match=r"is 17 bytes, longer than char\[16\]"):
+            by_comm["y" * 17] = 1
+        (key, value), = by_task.items()
+        assert (key.pid, key.comm, value) == (pid, MY_COMM, MY_COMM)
+        assert by_task[(pid, MY_COMM)] == MY_COMM and by_task[key] == MY_COMM
+        by_task[(1, "init")] = "systemd"
+        assert by_task[(1, b"init")] == "systemd"
+        with pytest.raises(errors.UsageError, match=r"pack struct task_key: 1 values given, 2 members"):
+            by_task[(1,)]
+        assert b.bss["last_comm"] == MY_COMM
+        b.bss["last_comm"] = "reset"
+        assert b.bss["last_comm"] == "reset"

@@ -1,7 +1,8 @@
 """BPF maps as Python mappings, and an object's global variables.
 
-Keys and values are decoded by their BTF type: integers as int, structs as
-records (see btf.Layout), anything else as bytes.  Per-CPU values come back
+Keys and values are decoded by their BTF type: integers as int, char[] as
+str (set from str or bytes, NUL-padded), structs as records (see
+btf.Layout), anything else as bytes.  Globals decode the same way.  Per-CPU values come back
 as a list, one per possible CPU; `Map.sum(key)` adds them up.
 """
 
@@ -10,7 +11,8 @@ import struct
 
 from . import _libbpf
 from ._libbpf import PERCPU_MAP_TYPES, lib
-from .btf import KIND_ARRAY, KIND_ENUM, KIND_INT, KIND_PTR, KIND_STRUCT, KIND_UNION
+from .btf import (KIND_ARRAY, KIND_ENUM, KIND_INT, KIND_PTR, KIND_STRUCT, KIND_UNION, chars_to_str,
+                  is_char_array, str_to_chars)
 from .errors import KprobekitError, NotFound, UsageError
 
 _INT_FMT = {1: "B", 2: "H", 4: "I", 8: "Q"}
@@ -23,6 +25,7 @@ class _Codec:
         self.size = size
         self.layout = None
         self.fmt = None
+        self.chars = False
         if btf is not None and type_id:
             t, _ = btf.resolve(type_id)
             if t.kind in (KIND_INT, KIND_ENUM, KIND_PTR) and size in _INT_FMT:
@@ -30,10 +33,14 @@ class _Codec:
                 self.fmt = "=" + (_INT_FMT[size].lower() if signed else _INT_FMT[size])
             elif t.kind in (KIND_STRUCT, KIND_UNION):
                 self.layout = btf.layout(type_id)
+            else:
+                self.chars = is_char_array(btf, t)
         elif size in _INT_FMT:
             self.fmt = "=" + _INT_FMT[size]
 
     def pack(self, v):
+        if self.chars:
+            return str_to_chars(v, self.size, "map key/value")
         if isinstance(v, (bytes, bytearray)):
             if len(v) != self.size:
                 raise UsageError(f"pack map key/value: {len(v)} bytes given, {self.size} expected")
@@ -41,7 +48,7 @@ class _Codec:
         if self.fmt:
             return struct.pack(self.fmt, v)
         if self.layout and isinstance(v, tuple):
-            return self.layout.struct.pack(*v)
+            return self.layout.pack(v)
         raise UsageError(f"pack map key/value: cannot pack {type(v).__name__}; give bytes")
 
     def unpack(self, raw):
@@ -49,6 +56,8 @@ class _Codec:
             return struct.unpack(self.fmt, raw)[0]
         if self.layout:
             return self.layout.record(self.layout.struct.unpack(raw))
+        if self.chars:
+            return chars_to_str(raw)
         return raw
 
 
@@ -261,8 +270,14 @@ class Globals:
             return _signed_fmt(btf, elem, esize), n
         return _signed_fmt(btf, type_id, size), 1
 
+    def _chars(self, type_id):
+        btf = self._obj.btf
+        return is_char_array(btf, btf.resolve(type_id)[0])
+
     def __getitem__(self, name):
         view, type_id = self._view(name)
+        if self._chars(type_id):
+            return chars_to_str(bytes(view))
         fmt, n = self._elem(type_id, len(view))
         if fmt is None:
             return bytes(view)
@@ -271,6 +286,9 @@ class Globals:
 
     def __setitem__(self, name, value):
         view, type_id = self._view(name)
+        if self._chars(type_id):
+            view[:] = str_to_chars(value, len(view), name)
+            return
         fmt, n = self._elem(type_id, len(view))
         if fmt is None:
             view[:] = bytes(value).ljust(len(view), b"\0")
