@@ -589,3 +589,27 @@ def test_char_arrays_are_str_in_keys_values_structs_and_globals():
         assert b.bss["last_comm"] == MY_COMM
         b.bss["last_comm"] = "reset"
         assert b.bss["last_comm"] == "reset"
+
+
+def _without_capabilities():
+    """In the child before exec: an empty bounding set, so even uid 0 execs with no capabilities."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in range(64):
+        libc.prctl(24, cap, 0, 0, 0)      # PR_CAPBSET_DROP; EINVAL past the last capability
+
+
+@kernel
+@pytest.mark.parametrize("cache", ["unwritable", "writable"])
+def test_privileges_are_checked_before_compiling(tmp_path, cache):
+    d = "/proc/kprobekit-cache" if cache == "unwritable" else str(tmp_path / "cache")
+    code = ("import sys\nfrom kprobekit import BPF, compiler, errors\n"
+            "print(open('/proc/self/status').read().split('CapEff:')[1].split()[0])\n"
+            "try:\n    BPF(text=sys.argv[1], name='noprivs')\n"
+            "except errors.KprobekitError as e:\n    print(type(e).__name__, e, compiler.compiles)\n")
+    p = subprocess.run([sys.executable, "-c", code, KILLS], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "KPROBEKIT_CACHE": d}, preexec_fn=_without_capabilities)
+    caps, line = p.stdout.splitlines()
+    assert int(caps, 16) == 0, p.stderr
+    assert line == f"PermissionDenied load noprivs: missing privileges — {errors.ROOT_HINT} 0"
+    if cache == "writable":
+        assert not os.path.exists(d), "the cache was used before privileges were checked"

@@ -26,7 +26,7 @@ from . import events as _events
 from . import features, kernel
 from ._libbpf import MAP_PERF_EVENT_ARRAY, MAP_RINGBUF, lib
 from .btf import KIND_STRUCT, KIND_TYPEDEF, KIND_UNION
-from .errors import ROOT_HINT, KprobekitError, NotFound, NotSupported, PermissionDenied, UsageError
+from .errors import KprobekitError, NotFound, NotSupported, UsageError
 from .object import Object
 
 # section kind -> the feature (features.HOOKS) it needs; sections not listed are not checked
@@ -64,6 +64,12 @@ class BPF:
             raise UsageError("create BPF: give exactly one of text=, src_file= or obj_file=")
         if buffer not in ("auto", "ring", "perf"):
             raise UsageError(f"create BPF: buffer must be 'auto', 'ring' or 'perf', not {buffer!r}")
+        if load:
+            # first: without privileges, compiling (half a second) or a cache directory error would
+            # only delay or hide the real problem
+            file = src_file if src_file is not None else obj_file
+            what = name or (os.path.basename(os.fspath(file)).split(".", 1)[0] if file is not None else "bpf")
+            kernel.require_bpf_privileges(f"load {what}")
         self.compiled = False   # True when this start ran clang (a cache miss)
         if obj_file is not None:
             path = os.fspath(obj_file)
@@ -121,9 +127,7 @@ class BPF:
 
     def load(self) -> BPF:
         # before asking features: without privileges every probe fails, and would blame the kernel
-        caps = kernel.capabilities()
-        if "CAP_SYS_ADMIN" not in caps and not {"CAP_BPF", "CAP_PERFMON"} <= set(caps):
-            raise PermissionDenied(f"load {self.name}: missing privileges", hint=ROOT_HINT)
+        kernel.require_bpf_privileges(f"load {self.name}")
         wanted = [p for p in self.object.programs.values() if p.autoload]
         self._check_sections(wanted)
         self._check_hooks(wanted)

@@ -160,10 +160,7 @@ def choose_backend(tool, wanted):
 
 
 def check_privileges():
-    caps = kernel.capabilities()
-    if "CAP_SYS_ADMIN" in caps or {"CAP_BPF", "CAP_PERFMON"} <= set(caps):
-        return
-    raise errors.PermissionDenied("load BPF programs: missing privileges", hint=errors.ROOT_HINT)
+    kernel.require_bpf_privileges("load BPF programs")
 
 
 class Run:
