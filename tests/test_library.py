@@ -4,6 +4,7 @@ errors a person can read."""
 
 import ctypes
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -613,3 +614,55 @@ def test_privileges_are_checked_before_compiling(tmp_path, cache):
     assert line == f"PermissionDenied load noprivs: missing privileges — {errors.ROOT_HINT} 0"
     if cache == "writable":
         assert not os.path.exists(d), "the cache was used before privileges were checked"
+
+
+TYPO = r"""
+#include "kprobekit.bpf.h"
+
+SEC("SECTION")
+int BPF_PROG(x)
+{
+	return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("section,message", [
+    pytest.param("tp_btf/sched_proces_exec", r"tp_btf sched_proces_exec: no such tracepoint \(did you mean "
+                 r"sched_process_exec\b", marks=requires("tp_btf"), id="tp_btf"),
+    pytest.param("raw_tp/sched_proces_exec", r"raw_tp sched_proces_exec: no such tracepoint \(did you mean "
+                 r"sched_process_exec\b", marks=requires("raw_tp"), id="raw_tp"),
+    pytest.param("fentry/vfs_raed", r"fentry vfs_raed: no such kernel function \(did you mean vfs_read\b",
+                 marks=requires("fentry"), id="fentry"),
+    pytest.param("fexit/vfs_raed", r"fexit vfs_raed: no such kernel function \(did you mean vfs_read\b",
+                 marks=requires("fexit"), id="fexit"),
+    pytest.param("kprobe/vfs_raed", r"kprobe vfs_raed: no such kernel function \(did you mean vfs_read\b",
+                 marks=requires("kprobe"), id="kprobe"),
+    pytest.param("ksyscall/getppidd", r"ksyscall getppidd: no such syscall \(did you mean getppid\b",
+                 marks=requires("kprobe"), id="ksyscall"),
+    pytest.param("uprobe/LIBC:getppidd", r"uprobe LIBC:getppidd: no function getppidd in LIBC \(did you mean "
+                 r"getppid\b.* — list them: nm -D --defined-only LIBC$", marks=kernel, id="uprobe"),
+    pytest.param("uprobe//no/such/libc.so:getppid", r"uprobe /no/such/libc.so:getppid: no such file "
+                 r"/no/such/libc.so — ", marks=kernel, id="uprobe-file"),
+])
+def test_misspelled_hook_targets_get_close_matches(section, message):
+    libc = libc_path()
+    with pytest.raises(errors.NotFound) as exc:
+        BPF(text=TYPO.replace("SECTION", section.replace("LIBC", libc)), name="typo")
+    assert re.match("^attach x of typo to " + message.replace("LIBC", re.escape(libc)), str(exc.value)), str(exc.value)
+    assert exc.value.log, "libbpf's own lines stay in e.log"
+
+
+@kernel
+def test_misspelled_targets_of_explicit_attach_get_close_matches():
+    libc = libc_path()
+    text = TYPO.replace('SEC("SECTION")', 'SEC("uprobe")') + TYPO.replace("SECTION", "raw_tp").replace("(x)", "(y)")
+    with BPF(text=text, name="manual") as b:
+        with pytest.raises(errors.NotFound, match=rf"^attach x of manual to uprobe {re.escape(libc)}:getppidd: "
+                                                  r"no function getppidd in .* \(did you mean getppid\b"):
+            b.attach_uprobe("x", libc, "getppidd")
+        if features.have("raw_tp"):
+            with pytest.raises(errors.NotFound, match=r"^attach y of manual to raw_tp sched_proces_exec: "
+                                                      r"no such tracepoint \(did you mean sched_process_exec\b"):
+                b.attach_raw_tracepoint("y", "sched_proces_exec")
+        assert b.links == []

@@ -163,17 +163,22 @@ class BTF:
 
     # --- functions and members, for probes on any kernel function ---
 
-    def functions(self):
-        """{name: FUNC type id} of every function this BTF describes (kernel BTF: the non-inlined ones)."""
-        if "functions" not in self._cache:
+    def names(self, kind):
+        """{name: type id} of every type of one kind, e.g. KIND_TYPEDEF."""
+        key = ("names", kind)
+        if key not in self._cache:
             out = {}
             by_id = lib.btf__type_by_id
             for tid in range(1, lib.btf__type_cnt(self.ptr)):
                 c = by_id(self.ptr, tid).contents
-                if (c.info >> 24) & 0x1F == KIND_FUNC:
+                if (c.info >> 24) & 0x1F == kind:
                     out[self.name(c.name_off)] = tid
-            self._cache["functions"] = out
-        return self._cache["functions"]
+            self._cache[key] = out
+        return self._cache[key]
+
+    def functions(self):
+        """{name: FUNC type id} of every function this BTF describes (kernel BTF: the non-inlined ones)."""
+        return self.names(KIND_FUNC)
 
     def func_proto(self, name):
         """([(param name, type id)], return type id) of a kernel function; NotFound if BTF lacks it."""
