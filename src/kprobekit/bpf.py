@@ -325,10 +325,13 @@ class BPF:
         for line in self.trace_pipe():
             print(f"{line.task:<16} {line.pid:<7} {line.msg}", file=out, flush=True)
 
-    def histogram(self, map_name: str):
-        """{bucket: count} of a map whose keys are bucket numbers (per-CPU values summed, empty buckets left out)."""
+    def histogram(self, map_name: str, *, take: bool = False):
+        """{bucket: count} of a map whose keys are bucket numbers (per-CPU values summed, empty buckets left out).
+
+        take: only what arrived since the previous take (Map.take): one interval's histogram."""
+        m = self.object.map(map_name)
         out = {}
-        for key, value in self.object.map(map_name).items():
+        for key, value in m.take().items() if take else m.items():
             if not isinstance(key, int):
                 raise UsageError(f"read histogram {map_name}: keys must be integers (bucket numbers)")
             count = sum(value) if isinstance(value, list) else value
@@ -336,14 +339,15 @@ class BPF:
                 out[key] = count
         return out
 
-    def print_log2_hist(self, map_name: str, unit: str = "value", *, file=None):
-        """Prints a map of log2 buckets (bucket = bit length of the value) as bcc does."""
+    def print_log2_hist(self, map_name: str, unit: str = "value", *, take: bool = False, file=None):
+        """Prints a map of log2 buckets (kk_log2l: the bit length of the value) as bcc does."""
         from .histogram import print_log2
-        print_log2(self.histogram(map_name), unit, file=file)
+        print_log2(self.histogram(map_name, take=take), unit, file=file)
 
-    def print_linear_hist(self, map_name: str, unit: str = "value", *, step: int = 1, base: int = 0, file=None):
+    def print_linear_hist(self, map_name: str, unit: str = "value", *, step: int = 1, base: int = 0,
+                          take: bool = False, file=None):
         from .histogram import print_linear
-        print_linear(self.histogram(map_name), unit, step=step, base=base, file=file)
+        print_linear(self.histogram(map_name, take=take), unit, step=step, base=base, file=file)
 
     def close(self):
         for stream in self._streams.values():

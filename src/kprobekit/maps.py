@@ -67,6 +67,7 @@ class Map:
         self.object = obj
         self.name = lib.bpf_map__name(ptr).decode()
         self._codecs = None
+        self._taken = {}        # what the previous take() read
 
     def __repr__(self):
         return f"<Map {self.name} type={self.type}>"
@@ -204,14 +205,55 @@ class Map:
         return self.lookup(key) is not None
 
     def clear(self):
+        """Deletes every key.  Not a reset of counters: an increment landing between a read and this
+        is lost, and the program re-creates keys as they are hit; take() loses nothing."""
         fd = self._fd()
         for k in list(self._raw_keys()):
             lib.bpf_map_delete_elem(fd, k)
+
+    def take(self):
+        """{key: value} of what each counter gained since the previous take() (the first: since load);
+        keys that gained nothing are left out.
+
+        Read-and-reset without the reset: the map is never cleared, so an increment the kernel makes
+        while this reads is in the next take(), never lost.  Values must be counters: integers,
+        structs of integers, or per-CPU lists of either (differences are per CPU)."""
+        _, vc = self._codec()
+        if not (vc.fmt or vc.layout and all(f.fmt in _COUNTER_FMTS for f in vc.layout.fields)):
+            raise UsageError(f"take from map {self.name}: its values are not integers or structs of integers")
+        now = dict(self.items())
+        before, self._taken = self._taken, now
+        out = {}
+        for key, value in now.items():
+            gain = _minus(value, before.get(key))
+            if not _is_zero(gain):
+                out[key] = gain
+        return out
 
     def sum(self, key):
         """A per-CPU integer value summed over CPUs."""
         v = self[key]
         return sum(v) if isinstance(v, list) else v
+
+
+_COUNTER_FMTS = frozenset("bBhHiIqQ")
+
+
+def _minus(new, old):
+    """new - old for a counter value: an int, a record of ints, or a per-CPU list of either."""
+    if isinstance(new, list):
+        return [_minus(n, o) for n, o in zip(new, old or [None] * len(new))]
+    if old is None:
+        return new
+    if isinstance(new, tuple):      # a record holds its raw values: integers here
+        return type(new)(a - b for a, b in zip(new, old))
+    return new - old
+
+
+def _is_zero(value):
+    if isinstance(value, list):
+        return all(_is_zero(v) for v in value)
+    return not any(value) if isinstance(value, tuple) else value == 0
 
 
 class Globals:
