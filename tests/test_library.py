@@ -286,12 +286,38 @@ def test_verifier_error_shows_source_line_and_reason():
     assert e.program == "bad" and e.source_line == "return *p + 1;\t/* no bpf_probe_read: the verifier says no */"
     assert first.endswith(e.source_line)
     assert any("invalid mem access" in ln for ln in tail) and 1 <= len(tail) <= 3
-    if e.location:      # Linux >= 6.4 names the file and line
-        assert e.location == "badptr.bpf.c:9" and "at badptr.bpf.c:9:" in first
+    if e.location:      # Linux >= 6.4 names the file and line: this file's, where the string has it
+        line = line_of(BAD_POINTER) + 8
+        assert e.location == f"test_library.py:{line}" and f"at test_library.py:{line}:" in first
+
+
+def line_of(text):
+    """The line of this file where a string constant's first line is."""
+    with open(__file__) as f:
+        src = f.read()
+    return src[:src.index(text)].count("\n") + 1
+
+
+TYPO_C = r"""
+#include "kprobekit.bpf.h"
+
+int f(void) { return undefined_thing; }
+"""
+
+
+@pytest.mark.unit
+def test_compile_errors_name_the_python_line_and_leave_no_cache_entry(private_cache):
+    before = set(os.listdir(private_cache))
+    with pytest.raises(errors.CompileError) as exc:
+        compiler.compile(TYPO_C, name="typo2")
+    line = line_of(TYPO_C) + 3
+    assert f"test_library.py:{line}:22: error: use of undeclared identifier 'undefined_thing'" in str(exc.value)
+    assert set(os.listdir(private_cache)) == before, "a failed compile left its directory in the cache"
 
 
 @pytest.mark.unit
 def test_compile_error_shows_clangs_message():
+    # a string this file does not hold verbatim (escapes): lines counted in the C text
     with pytest.raises(errors.CompileError) as exc:
         compiler.compile('#include "kprobekit.bpf.h"\nint f(void) { return undefined_thing; }\n', name="typo")
     text = str(exc.value)
@@ -300,11 +326,13 @@ def test_compile_error_shows_clangs_message():
 
 
 @pytest.mark.unit
-def test_missing_clang_says_what_to_do(monkeypatch):
+def test_missing_clang_says_what_to_do(monkeypatch, private_cache):
     monkeypatch.setenv("KPROBEKIT_CLANG", "/nonexistent/clang")
+    before = set(os.listdir(private_cache))
     with pytest.raises(errors.MissingDependency) as exc:
         compiler.compile("int x;  /* never compiled before */ int y;", name="noclang")
     assert "compile noclang: cannot run /nonexistent/clang" in str(exc.value)
+    assert set(os.listdir(private_cache)) == before
 
 
 @tracepoints

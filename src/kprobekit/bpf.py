@@ -74,10 +74,13 @@ class BPF:
             what = name or (os.path.basename(os.fspath(file)).split(".", 1)[0] if file is not None else "bpf")
             kernel.require_bpf_privileges(f"load {what}")
         self.compiled = False   # True when this start ran clang (a cache miss)
+        self._origin = None     # where text= sits in the caller's Python file, for verifier messages
         if obj_file is not None:
             path = os.fspath(obj_file)
         else:
-            from .compiler import compile
+            from .compiler import TextOrigin, compile
+            if text is not None:
+                self._origin = TextOrigin(name or "bpf", text)
             path, self.compiled = compile(text, src_file=src_file, name=name or "bpf", cflags=cflags,
                                           cache=os.fspath(cache_dir) if cache_dir else None)
         self.path = path
@@ -143,7 +146,10 @@ class BPF:
             _events.prepare(obj, use_perf)
         try:
             obj.load()
-        except VerifierError:
+        except VerifierError as e:
+            if self._origin is not None and e.location:     # "bpf.bpf.c:9" -> "tool.py:41"
+                e.args = (self._origin.rewrite(e.args[0]),)
+                e.location = self._origin.rewrite(e.location)
             raise
         except KprobekitError as e:
             # libbpf resolves fentry/FUNC, tp_btf/NAME and lsm/HOOK in kernel BTF at load: ESRCH when absent
