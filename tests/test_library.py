@@ -737,3 +737,43 @@ def test_take_reads_and_resets_without_losing_counts(capsys):
     with BPF(text=CHARS, name="nottake", rodata={"target_comm": MY_COMM}) as b:
         with pytest.raises(errors.UsageError, match=r"take from map by_task: its values are not integers"):
             b["by_task"].take()
+
+
+# docs/library.md, "Typed arguments: tp_btf and fentry"
+EXECS = r"""
+#include "kprobekit.bpf.h"
+
+struct event {
+	__u32 pid;
+	__u32 ppid;
+	char comm[TASK_COMM_LEN];
+	char filename[128];
+};
+KK_EVENTS(struct event)
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	struct event *e = kk_reserve();
+
+	if (!e)
+		return 0;
+	e->pid = p->tgid;			/* typed pointers: plain C, checked by the verifier */
+	e->ppid = p->real_parent->tgid;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), bprm->filename);
+	kk_submit(ctx, e);
+	return 0;
+}
+"""
+
+
+@requires("tp_btf")
+def test_tp_btf_program_of_the_docs():
+    with BPF(text=EXECS, name="execs") as b:
+        child = subprocess.run(["/bin/sh", "-c", "echo $$; exec /bin/true"], capture_output=True, text=True)
+        pid, got, deadline = int(child.stdout), [], time.monotonic() + 20
+        while len(got) < 2 and time.monotonic() < deadline:
+            got += [e for e in b.events().poll(0.5) if e.pid == pid]
+    assert [(e.ppid, e.comm, e.filename) for e in got] == [(os.getpid(), "sh", "/bin/sh"),
+                                                            (os.getpid(), "true", "/bin/true")]
