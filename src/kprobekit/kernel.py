@@ -60,15 +60,11 @@ def capabilities():
     return []
 
 
-def has_bpf_privileges():
-    """CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON (Linux >= 5.8): what loading tracing programs takes."""
-    caps = capabilities()
-    return "CAP_SYS_ADMIN" in caps or {"CAP_BPF", "CAP_PERFMON"} <= set(caps)
-
-
 def require_bpf_privileges(what):
-    """PermissionDenied for `what` unless has_bpf_privileges()."""
-    if not has_bpf_privileges():
+    """PermissionDenied for `what` without CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON (Linux >= 5.8):
+    what loading tracing programs takes."""
+    caps = capabilities()
+    if "CAP_SYS_ADMIN" not in caps and not {"CAP_BPF", "CAP_PERFMON"} <= set(caps):
         from .errors import ROOT_HINT, PermissionDenied
         raise PermissionDenied(f"{what}: missing privileges", hint=ROOT_HINT)
 

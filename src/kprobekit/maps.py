@@ -2,8 +2,8 @@
 
 Keys and values are decoded by their BTF type: integers as int, char[] as
 str (set from str or bytes, NUL-padded), structs as records (see
-btf.Layout), anything else as bytes.  Globals decode the same way.  Per-CPU values come back
-as a list, one per possible CPU; `Map.sum(key)` adds them up.
+btf.Layout), anything else as bytes; globals decode the same way.  Per-CPU
+values come back as a list, one per possible CPU; `Map.sum(key)` adds them up.
 """
 
 import ctypes

@@ -166,7 +166,8 @@ def missing_target(kind, target):
 
 def _kernel_function(funcs, target, in_btf=False):
     name = target.split("+", 1)[0]      # kprobe/FUNC+OFFSET
-    if name in (funcs.btf_functions() if in_btf else funcs.kallsyms()):
+    names = funcs.btf_functions() if in_btf else funcs.kallsyms()
+    if name in names:
         return None
     if in_btf and name in funcs.kallsyms():
         return ("not in kernel BTF (assembly, or a module without BTF)",
@@ -175,7 +176,6 @@ def _kernel_function(funcs, target, in_btf=False):
     if clones:
         return (f"the compiler inlined or specialized it; what remains is {', '.join(clones[:4])}",
                 f"a kprobe on {clones[0]} reaches it")
-    names = funcs.btf_functions() if in_btf else funcs.kallsyms()
     return (f"no such kernel function{did_you_mean(name, list(names))}",
             "`kprobekit list GLOB` shows what exists; an inlined function has no symbol")
 
@@ -228,8 +228,12 @@ def _uprobe(funcs, target):
     binary, _, func = target.partition(":")     # libbpf: BINARY:FUNC[+OFFSET]
     path = find_binary(binary)
     if path is None:
-        where = "" if "/" in binary else " (searched LD_LIBRARY_PATH and the library directories)" \
-            if ".so" in binary else " (searched PATH)"
+        if "/" in binary:
+            where = ""
+        elif ".so" in binary:
+            where = " (searched LD_LIBRARY_PATH and the library directories)"
+        else:
+            where = " (searched PATH)"
         return f"no such file {binary}{where}", "give the path of an executable or a shared library"
     func = func.split("+", 1)[0]
     names = elf_functions(path) if func else None
