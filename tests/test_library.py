@@ -644,55 +644,80 @@ def test_privileges_are_checked_before_compiling(tmp_path, cache):
         assert not os.path.exists(d), "the cache was used before privileges were checked"
 
 
-TYPO = r"""
+# One object for every misspelled target: "?" sections load only when asked for (one compile).
+TYPOS = r"""
 #include "kprobekit.bpf.h"
 
-SEC("SECTION")
-int BPF_PROG(x)
-{
-	return 0;
-}
+SEC("?tp_btf/sched_proces_exec")
+int BPF_PROG(tp_btf_typo) { return 0; }
+
+SEC("?raw_tp/sched_proces_exec")
+int raw_tp_typo(void *ctx) { return 0; }
+
+SEC("?fentry/vfs_raed")
+int BPF_PROG(fentry_typo) { return 0; }
+
+SEC("?fexit/vfs_raed")
+int BPF_PROG(fexit_typo) { return 0; }
+
+SEC("?kprobe/vfs_raed")
+int kprobe_typo(void *ctx) { return 0; }
+
+SEC("?ksyscall/getppidd")
+int ksyscall_typo(void *ctx) { return 0; }
+
+SEC("?uprobe/LIBC:getppidd")
+int uprobe_typo(void *ctx) { return 0; }
+
+SEC("?uprobe//no/such/libc.so:getppid")
+int uprobe_file_typo(void *ctx) { return 0; }
+
+SEC("?uprobe")
+int manual_uprobe(void *ctx) { return 0; }
+
+SEC("?raw_tp")
+int manual_raw_tp(void *ctx) { return 0; }
 """
 
 
-@pytest.mark.parametrize("section,message", [
-    pytest.param("tp_btf/sched_proces_exec", r"tp_btf sched_proces_exec: no such tracepoint \(did you mean "
+@pytest.mark.parametrize("prog,message", [
+    pytest.param("tp_btf_typo", r"tp_btf sched_proces_exec: no such tracepoint \(did you mean "
                  r"sched_process_exec\b", marks=requires("tp_btf"), id="tp_btf"),
-    pytest.param("raw_tp/sched_proces_exec", r"raw_tp sched_proces_exec: no such tracepoint \(did you mean "
+    pytest.param("raw_tp_typo", r"raw_tp sched_proces_exec: no such tracepoint \(did you mean "
                  r"sched_process_exec\b", marks=requires("raw_tp"), id="raw_tp"),
-    pytest.param("fentry/vfs_raed", r"fentry vfs_raed: no such kernel function \(did you mean vfs_read\b",
+    pytest.param("fentry_typo", r"fentry vfs_raed: no such kernel function \(did you mean vfs_read\b",
                  marks=requires("fentry"), id="fentry"),
-    pytest.param("fexit/vfs_raed", r"fexit vfs_raed: no such kernel function \(did you mean vfs_read\b",
+    pytest.param("fexit_typo", r"fexit vfs_raed: no such kernel function \(did you mean vfs_read\b",
                  marks=requires("fexit"), id="fexit"),
-    pytest.param("kprobe/vfs_raed", r"kprobe vfs_raed: no such kernel function \(did you mean vfs_read\b",
+    pytest.param("kprobe_typo", r"kprobe vfs_raed: no such kernel function \(did you mean vfs_read\b",
                  marks=requires("kprobe"), id="kprobe"),
-    pytest.param("ksyscall/getppidd", r"ksyscall getppidd: no such syscall \(did you mean getppid\b",
+    pytest.param("ksyscall_typo", r"ksyscall getppidd: no such syscall \(did you mean getppid\b",
                  marks=requires("kprobe"), id="ksyscall"),
-    pytest.param("uprobe/LIBC:getppidd", r"uprobe LIBC:getppidd: no function getppidd in LIBC \(did you mean "
+    pytest.param("uprobe_typo", r"uprobe LIBC:getppidd: no function getppidd in LIBC \(did you mean "
                  r"getppid\b.* — list them: nm -D --defined-only LIBC$", marks=kernel, id="uprobe"),
-    pytest.param("uprobe//no/such/libc.so:getppid", r"uprobe /no/such/libc.so:getppid: no such file "
-                 r"/no/such/libc.so — ", marks=kernel, id="uprobe-file"),
+    pytest.param("uprobe_file_typo", r"uprobe /no/such/libc.so:getppid: no such file /no/such/libc.so — ",
+                 marks=kernel, id="uprobe-file"),
 ])
-def test_misspelled_hook_targets_get_close_matches(section, message):
+def test_misspelled_hook_targets_get_close_matches(prog, message):
     libc = libc_path()
     with pytest.raises(errors.NotFound) as exc:
-        BPF(text=TYPO.replace("SECTION", section.replace("LIBC", libc)), name="typo")
-    assert re.match("^attach x of typo to " + message.replace("LIBC", re.escape(libc)), str(exc.value)), str(exc.value)
+        BPF(text=TYPOS.replace("LIBC", libc), name="typos", programs=[prog])
+    expected = f"^attach {prog} of typos to " + message.replace("LIBC", re.escape(libc))
+    assert re.match(expected, str(exc.value)), str(exc.value)
     assert exc.value.log, "libbpf's own lines stay in e.log"
 
 
 @kernel
 def test_misspelled_targets_of_explicit_attach_get_close_matches():
     libc = libc_path()
-    text = TYPO.replace('SEC("SECTION")', 'SEC("uprobe")') + TYPO.replace("SECTION", "raw_tp").replace("(x)", "(y)")
-    with BPF(text=text, name="manual") as b:
-        with pytest.raises(errors.NotFound, match=rf"^attach x of manual to uprobe {re.escape(libc)}:getppidd: "
-                                                  r"no function getppidd in .* \(did you mean getppid\b"):
-            b.attach_uprobe("x", libc, "getppidd")
+    with BPF(text=TYPOS.replace("LIBC", libc), name="typos", programs=["manual_uprobe", "manual_raw_tp"]) as b:
+        with pytest.raises(errors.NotFound, match=rf"^attach manual_uprobe of typos to uprobe {re.escape(libc)}:"
+                                                  r"getppidd: no function getppidd in .* \(did you mean getppid\b"):
+            b.attach_uprobe("manual_uprobe", libc, "getppidd")
         if features.have("raw_tp"):
-            with pytest.raises(errors.NotFound, match=r"^attach y of manual to raw_tp sched_proces_exec: "
+            with pytest.raises(errors.NotFound, match=r"^attach manual_raw_tp of typos to raw_tp sched_proces_exec: "
                                                       r"no such tracepoint \(did you mean sched_process_exec\b"):
-                b.attach_raw_tracepoint("y", "sched_proces_exec")
+                b.attach_raw_tracepoint("manual_raw_tp", "sched_proces_exec")
         assert b.links == []
 
 
@@ -702,7 +727,7 @@ def test_take_reads_and_resets_without_losing_counts(capsys):
     libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(os.devnull, os.O_WRONLY)
     try:
-        with BPF(text=HELPERS, name="take", rodata={"target_pid": os.getpid(), "target_fd": fd}) as b:
+        with BPF(text=HELPERS, name="helpers", rodata={"target_pid": os.getpid(), "target_fd": fd}) as b:
             hist, stats = b["hist"], b["stats"]
             for v in (1, 2, 3):
                 libc.syscall(1, fd, None, ctypes.c_uint64(v))
@@ -734,7 +759,7 @@ def test_take_reads_and_resets_without_losing_counts(capsys):
             assert total == n
     finally:
         os.close(fd)
-    with BPF(text=CHARS, name="nottake", rodata={"target_comm": MY_COMM}) as b:
+    with BPF(text=CHARS, name="chars", rodata={"target_comm": MY_COMM}) as b:
         with pytest.raises(errors.UsageError, match=r"take from map by_task: its values are not integers"):
             b["by_task"].take()
 
