@@ -14,8 +14,6 @@
  */
 #include "kprobekit.bpf.h"
 
-#define MAX_SLOTS 64
-
 const volatile __u32 func_id = 0;	/* fentry backend: index of this object's function */
 const volatile __u64 unit_ns = 1;	/* histogram unit: 1, 1000 or 1000000 ns */
 const volatile bool per_call = false;	/* send one event per call */
@@ -49,7 +47,7 @@ struct hist_key {
 	__u32 slot;
 };
 
-/* (function, log2 slot) -> calls; user space reads, and clears it for -i */
+/* (function, log2 slot) -> calls, cumulative: -i reports differences (Map.take), never clears */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 4096);
@@ -84,18 +82,6 @@ struct {
 	__type(value, __u64);
 } rets SEC(".maps");
 
-static __always_inline __u32 log2_slot(__u64 v)
-{
-	__u32 slot = 0;
-
-	/* bit length, as histogram.bucket_of() in user space */
-	for (int i = 0; i < MAX_SLOTS && v; i++) {
-		v >>= 1;
-		slot++;
-	}
-	return slot;
-}
-
 static __always_inline int on_entry(__u32 func)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -124,7 +110,7 @@ static __always_inline int on_return(void *ctx, __u32 func, __s64 ret)
 	delta = bpf_ktime_get_ns() - *start;
 	bpf_map_delete_elem(&starts, &key);
 
-	hk.slot = log2_slot(delta / unit_ns);
+	hk.slot = kk_log2l(delta / unit_ns);
 	count = bpf_map_lookup_elem(&hist, &hk);
 	if (count)
 		*count += 1;	/* per-CPU value: no atomics needed */

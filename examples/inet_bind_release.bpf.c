@@ -15,10 +15,10 @@ struct {
 	__type(value, __u64);
 } start SEC(".maps");
 
-/* log2 buckets of inet_release durations, in ns */
+/* log2 buckets of inet_release durations, in ns (kk_log2l: 0..64) */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 64);
+	__uint(max_entries, 65);
 	__type(key, __u32);
 	__type(value, __u64);
 } dist SEC(".maps");
@@ -51,18 +51,15 @@ int BPF_KPROBE(entry_handler)
 SEC("kretprobe/inet_release")
 int BPF_KRETPROBE(ret_handler, int retval)
 {
-	__u32 tid = bpf_get_current_pid_tgid(), bucket = 0;
-	__u64 *entry = bpf_map_lookup_elem(&start, &tid), delta, *count;
+	__u32 tid = bpf_get_current_pid_tgid(), bucket;
+	__u64 *entry = bpf_map_lookup_elem(&start, &tid), delta;
 
 	if (!entry)
 		return 0;
 	delta = bpf_ktime_get_ns() - *entry;
 	bpf_map_delete_elem(&start, &tid);
 	bpf_printk("inet_release returned %d and took %llu ns to execute", retval, delta);
-	for (__u64 v = delta; v && bucket < 63; v >>= 1)
-		bucket++;
-	count = bpf_map_lookup_elem(&dist, &bucket);
-	if (count)
-		__sync_fetch_and_add(count, 1);
+	bucket = kk_log2l(delta);
+	kk_increment(&dist, &bucket, 1);
 	return 0;
 }

@@ -31,16 +31,11 @@ SEC("tracepoint/syscalls/sys_enter_openat")
 int on_openat(struct trace_event_raw_sys_enter *ctx)
 {
 	__u32 pid = bpf_get_current_pid_tgid() >> 32;
-	__u64 one = 1, *count;
 	struct event *e;
 
 	if (target_pid && pid != target_pid)
 		return 0;
-	count = bpf_map_lookup_elem(&opens, &pid);
-	if (count)
-		__sync_fetch_and_add(count, 1);
-	else
-		bpf_map_update_elem(&opens, &pid, &one, BPF_NOEXIST);
+	kk_increment(&opens, &pid, 1);
 
 	e = kk_reserve();
 	if (!e)

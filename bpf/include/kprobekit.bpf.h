@@ -87,6 +87,56 @@ static __always_inline void kk_submit(void *ctx, event_t *e)			\
 #define ___KK_CAT(a, b) ___KK_CAT2(a, b)
 #define ___KK_CAT2(a, b) a##b
 
+/*
+ * The log2 bucket of v: its bit length — 0 for 0, 1 for 1, 2 for 2..3, 3 for
+ * 4..7, ..., 64 for 2^63 and above — as kprobekit.histogram.bucket_of()
+ * computes it, and what print_log2() prints ("0 -> 1" is buckets 0 and 1).
+ * bcc's bpf_log2l() is the same except that it puts 0 in bucket 1.
+ * Branch-free, so it costs the verifier a few instructions and no loop.
+ */
+static __always_inline __u32 kk_log2l(__u64 v)
+{
+	__u32 r, shift;
+
+	if (!v)
+		return 0;
+	r = (v > 0xFFFFFFFFULL) << 5; v >>= r;
+	shift = (v > 0xFFFF) << 4; v >>= shift; r |= shift;
+	shift = (v > 0xFF) << 3; v >>= shift; r |= shift;
+	shift = (v > 0xF) << 2; v >>= shift; r |= shift;
+	shift = (v > 0x3) << 1; v >>= shift; r |= shift;
+	return (r | (__u32)(v >> 1)) + 1;
+}
+
+#define KK_EEXIST 17
+
+/*
+ * The value of key in map, inserted as *init first when absent; NULL when the
+ * map is full (or key is out of an array's range).  Two CPUs racing to insert
+ * the same key both get the one entry: BPF_NOEXIST lets only the first in.
+ */
+static __always_inline void *kk_lookup_or_init(void *map, const void *key, const void *init)
+{
+	void *value = bpf_map_lookup_elem(map, key);
+	long err;
+
+	if (value)
+		return value;
+	err = bpf_map_update_elem(map, key, init, BPF_NOEXIST);
+	if (err && err != -KK_EEXIST)
+		return NULL;
+	return bpf_map_lookup_elem(map, key);
+}
+
+/* Adds n to the __u64 value of key (0 when absent), atomically; bcc's map.increment(key, n). */
+static __always_inline void kk_increment(void *map, const void *key, __u64 n)
+{
+	__u64 zero = 0, *value = kk_lookup_or_init(map, key, &zero);
+
+	if (value)
+		__sync_fetch_and_add(value, n);
+}
+
 /* Port filters: `const volatile __u16 NAME[KK_MAX_PORTS]` set from user space, 0-terminated; empty lets all through. */
 #define KK_MAX_PORTS 16
 

@@ -19,6 +19,7 @@ lines and histograms.  Everything it created is released by close(), which
 
 from __future__ import annotations     # annotations stay text: no `typing` import (~15 ms) at start-up
 
+import errno
 import os
 import sys
 
@@ -26,7 +27,7 @@ from . import events as _events
 from . import features, kernel
 from ._libbpf import MAP_PERF_EVENT_ARRAY, MAP_RINGBUF, lib
 from .btf import KIND_STRUCT, KIND_TYPEDEF, KIND_UNION
-from .errors import ROOT_HINT, KprobekitError, NotFound, NotSupported, PermissionDenied, UsageError
+from .errors import AttachError, KprobekitError, NotFound, NotSupported, UsageError, VerifierError
 from .object import Object
 
 # section kind -> the feature (features.HOOKS) it needs; sections not listed are not checked
@@ -35,6 +36,8 @@ _NEEDS = {"kprobe": "kprobe", "ksyscall": "kprobe", "kretprobe": "kretprobe", "k
           "tp": "tracepoint", "tp_btf": "tp_btf", "raw_tp": "raw_tp", "raw_tracepoint": "raw_tp"}
 # section kinds libbpf can attach from the section name alone, when a target follows the slash
 _AUTO_ATTACH = set(_NEEDS) | {"uprobe", "uretprobe", "usdt", "lsm", "iter"}
+# section kinds whose target libbpf looks up in kernel BTF when loading
+_BTF_TARGETS = {"fentry", "fexit", "fmod_ret", "tp_btf", "lsm"}
 _WORDS = {"kprobe": "kprobes", "kretprobe": "kretprobes", "tracepoint": "tracepoints",
           "fentry": "fentry", "fexit": "fexit"}
 
@@ -64,11 +67,20 @@ class BPF:
             raise UsageError("create BPF: give exactly one of text=, src_file= or obj_file=")
         if buffer not in ("auto", "ring", "perf"):
             raise UsageError(f"create BPF: buffer must be 'auto', 'ring' or 'perf', not {buffer!r}")
+        if load:
+            # first: without privileges, compiling (half a second) or a cache directory error would
+            # only delay or hide the real problem
+            file = src_file if src_file is not None else obj_file
+            what = name or (os.path.basename(os.fspath(file)).split(".", 1)[0] if file is not None else "bpf")
+            kernel.require_bpf_privileges(f"load {what}")
         self.compiled = False   # True when this start ran clang (a cache miss)
+        self._origin = None     # where text= sits in the caller's Python file, for verifier messages
         if obj_file is not None:
             path = os.fspath(obj_file)
         else:
-            from .compiler import compile
+            from .compiler import TextOrigin, compile
+            if text is not None:
+                self._origin = TextOrigin(name or "bpf", text)
             path, self.compiled = compile(text, src_file=src_file, name=name or "bpf", cflags=cflags,
                                           cache=os.fspath(cache_dir) if cache_dir else None)
         self.path = path
@@ -121,8 +133,7 @@ class BPF:
 
     def load(self) -> BPF:
         # before asking features: without privileges every probe fails, and would blame the kernel
-        if not kernel.privileged():
-            raise PermissionDenied(f"load {self.name}: missing privileges", hint=ROOT_HINT)
+        kernel.require_bpf_privileges(f"load {self.name}")
         wanted = [p for p in self.object.programs.values() if p.autoload]
         self._check_sections(wanted)
         self._check_hooks(wanted)
@@ -133,11 +144,26 @@ class BPF:
                                    feature="ringbuf", hint="use buffer='perf' (or 'auto')")
             use_perf = self._buffer == "perf" or (self._buffer == "auto" and not features.have("ringbuf"))
             _events.prepare(obj, use_perf)
-        obj.load()
+        try:
+            obj.load()
+        except VerifierError as e:
+            if self._origin is not None and e.location:     # "bpf.bpf.c:9" -> "tool.py:41"
+                e.args = (self._origin.rewrite(e.args[0]),)
+                e.location = self._origin.rewrite(e.location)
+            raise
+        except KprobekitError as e:
+            # libbpf resolves fentry/FUNC, tp_btf/NAME and lsm/HOOK in kernel BTF at load: ESRCH when absent
+            if e.errno == errno.ESRCH:
+                for prog in wanted:
+                    if prog.kind in _BTF_TARGETS and "/" in prog.section:
+                        missing = self._missing(prog.name, prog.kind, _target(prog.section), e)
+                        if missing is not None:
+                            raise missing from None
+            raise
         if self.autoattach:
             for prog in obj.programs.values():
                 if prog.fd >= 0 and _auto_attachable(prog.section):
-                    prog.attach()
+                    self._attach(prog, prog.kind, _target(prog.section), prog.attach)
         return self
 
     def _check_sections(self, progs):
@@ -146,11 +172,17 @@ class BPF:
             section = prog.section.lstrip("?")
             if lib.bpf_program__type(prog._ptr) == 0:      # BPF_PROG_TYPE_UNSPEC: libbpf knows no such kind
                 kind = section.split("/", 1)[0]
+                from .symbols import did_you_mean
                 raise UsageError(f"load {self.name}: program {prog.name} has an unknown section "
-                                 f"SEC(\"{section}\"){_did_you_mean(kind, _KNOWN_KINDS, '/')}",
+                                 f"SEC(\"{section}\"){did_you_mean(kind, _KNOWN_KINDS, '/')}",
                                  hint="known: " + ", ".join(f"{k}/" for k in _KNOWN_KINDS))
             if prog.kind in ("tracepoint", "tp") and self.autoattach and section.count("/") == 2:
-                _check_tracepoint(self.name, prog.name, *section.split("/")[1:])
+                # cheap enough for every load, and it spares loading programs that cannot attach
+                base, target = kernel.tracefs(), _target(section)
+                if base is not None and not os.path.isdir(f"{base}/events/{target}"):
+                    missing = self._missing(prog.name, "tracepoint", target)
+                    if missing is not None:
+                        raise missing
 
     def _check_hooks(self, progs):
         """Refuses, before load, a program whose hook this kernel lacks, with the reason features.py found."""
@@ -162,11 +194,32 @@ class BPF:
                     f"(SEC(\"{prog.section.lstrip('?')}\")): {features.probe(feature).reason}",
                     feature=feature, hint="choose another hook with programs=[...] (see kprobekit.features)")
 
+    def _attach(self, prog, kind, target, attach, *args):
+        """attach(*args), with a failure for want of the target turned into "no such …, did you mean …"."""
+        try:
+            return attach(*args)
+        except AttachError as e:
+            missing = self._missing(prog.name, kind, target, e)
+            if missing is None:
+                raise
+            raise missing from None
+
+    def _missing(self, prog_name, kind, target, error=None):
+        """NotFound naming what comes close, when a hook's target does not exist; None when it does."""
+        from .symbols import missing_target
+        found = missing_target(kind, target)
+        if found is None:
+            return None
+        shown = target.replace("/", ":", 1) if kind in ("tracepoint", "tp") else target
+        return NotFound(f"attach {prog_name} of {self.name} to {kind} {shown}: {found[0]}", hint=found[1],
+                        errno=error.errno if error else 0, log=error.log if error else ())
+
     def attach_kprobe(self, program: str, function: str, *, retprobe: bool = False):
         """Attaches a kprobe (or kretprobe) program to a kernel function; returns the Link."""
         prog = self._loaded(program)
-        self._need("kretprobe" if retprobe else "kprobe", prog)
-        return prog.attach_kprobe(function, retprobe)
+        kind = "kretprobe" if retprobe else "kprobe"
+        self._need(kind, prog)
+        return self._attach(prog, kind, function, prog.attach_kprobe, function, retprobe)
 
     def attach_kretprobe(self, program: str, function: str):
         return self.attach_kprobe(program, function, retprobe=True)
@@ -178,18 +231,20 @@ class BPF:
         category, sep, name = tracepoint.replace("/", ":").partition(":")
         if not sep:
             raise UsageError(f"attach {program}: tracepoint {tracepoint!r} is not CATEGORY:NAME")
-        return prog.attach_tracepoint(category, name)
+        return self._attach(prog, "tracepoint", f"{category}/{name}", prog.attach_tracepoint, category, name)
 
     def attach_raw_tracepoint(self, program: str, tracepoint: str):
         prog = self._loaded(program)
         self._need("raw_tp", prog)
-        return prog.attach_raw_tracepoint(tracepoint)
+        return self._attach(prog, "raw_tp", tracepoint, prog.attach_raw_tracepoint, tracepoint)
 
     def attach_uprobe(self, program: str, binary: str | os.PathLike, symbol: str | None = None, *,
                       offset: int = 0, pid: int = -1, retprobe: bool = False):
         """Attaches to a function (symbol, plus offset) or an address (offset) of an executable or library."""
         prog = self._loaded(program)
-        return prog.attach_uprobe(os.fspath(binary), offset, pid=pid, retprobe=retprobe, symbol=symbol)
+        binary = os.fspath(binary)
+        return self._attach(prog, "uretprobe" if retprobe else "uprobe", f"{binary}:{symbol}" if symbol else binary,
+                            prog.attach_uprobe, binary, offset, pid, retprobe, symbol)
 
     def _loaded(self, name):
         prog = self.object.program(name)
@@ -276,10 +331,13 @@ class BPF:
         for line in self.trace_pipe():
             print(f"{line.task:<16} {line.pid:<7} {line.msg}", file=out, flush=True)
 
-    def histogram(self, map_name: str):
-        """{bucket: count} of a map whose keys are bucket numbers (per-CPU values summed, empty buckets left out)."""
+    def histogram(self, map_name: str, *, take: bool = False):
+        """{bucket: count} of a map whose keys are bucket numbers (per-CPU values summed, empty buckets left out).
+
+        take: only what arrived since the previous take (Map.take): one interval's histogram."""
+        m = self.object.map(map_name)
         out = {}
-        for key, value in self.object.map(map_name).items():
+        for key, value in m.take().items() if take else m.items():
             if not isinstance(key, int):
                 raise UsageError(f"read histogram {map_name}: keys must be integers (bucket numbers)")
             count = sum(value) if isinstance(value, list) else value
@@ -287,14 +345,15 @@ class BPF:
                 out[key] = count
         return out
 
-    def print_log2_hist(self, map_name: str, unit: str = "value", *, file=None):
-        """Prints a map of log2 buckets (bucket = bit length of the value) as bcc does."""
+    def print_log2_hist(self, map_name: str, unit: str = "value", *, take: bool = False, file=None):
+        """Prints a map of log2 buckets (kk_log2l: the bit length of the value) as bcc does."""
         from .histogram import print_log2
-        print_log2(self.histogram(map_name), unit, file=file)
+        print_log2(self.histogram(map_name, take=take), unit, file=file)
 
-    def print_linear_hist(self, map_name: str, unit: str = "value", *, step: int = 1, base: int = 0, file=None):
+    def print_linear_hist(self, map_name: str, unit: str = "value", *, step: int = 1, base: int = 0,
+                          take: bool = False, file=None):
         from .histogram import print_linear
-        print_linear(self.histogram(map_name), unit, step=step, base=base, file=file)
+        print_linear(self.histogram(map_name, take=take), unit, step=step, base=base, file=file)
 
     def close(self):
         for stream in self._streams.values():
@@ -371,25 +430,9 @@ _KNOWN_KINDS = ("kprobe", "kretprobe", "ksyscall", "kretsyscall", "uprobe", "ure
                 "lsm", "iter", "perf_event", "xdp", "tc", "cgroup_skb", "socket", "sk_msg", "struct_ops")
 
 
-def _did_you_mean(word, choices, suffix=""):
-    import difflib
-    close = difflib.get_close_matches(word, choices, n=3)
-    return f" (did you mean {' or '.join(c + suffix for c in close)}?)" if close else ""
-
-
-def _check_tracepoint(obj_name, prog_name, category, name):
-    """NotFound listing the tracepoints that come close, when CATEGORY/NAME does not exist."""
-    base = kernel.tracefs()
-    if base is None or os.path.isdir(f"{base}/events/{category}/{name}"):
-        return
-    what = f"attach {prog_name} of {obj_name} to tracepoint {category}:{name}"
-    if not os.path.isdir(f"{base}/events/{category}"):
-        cats = sorted(os.listdir(f"{base}/events"))
-        raise NotFound(f"{what}: no tracepoint category {category!r}{_did_you_mean(category, cats)}",
-                       hint=f"see {base}/available_events")
-    names = sorted(os.listdir(f"{base}/events/{category}"))
-    raise NotFound(f"{what}: no such tracepoint{_did_you_mean(name, names)}",
-                   hint=f"list them: ls {base}/events/{category}")
+def _target(section):
+    """What a section names after its kind: "syscalls/sys_enter_kill" of "tracepoint/syscalls/sys_enter_kill"."""
+    return section.lstrip("?").partition("/")[2]
 
 
 def _auto_attachable(section):

@@ -12,7 +12,7 @@ import struct
 from operator import itemgetter
 
 from ._libbpf import btf_type, lib
-from .errors import NotFound
+from .errors import NotFound, UsageError
 
 # include/uapi/linux/btf.h
 KIND_INT, KIND_PTR, KIND_ARRAY, KIND_STRUCT, KIND_UNION, KIND_ENUM = 1, 2, 3, 4, 5, 6
@@ -163,17 +163,22 @@ class BTF:
 
     # --- functions and members, for probes on any kernel function ---
 
-    def functions(self):
-        """{name: FUNC type id} of every function this BTF describes (kernel BTF: the non-inlined ones)."""
-        if "functions" not in self._cache:
+    def names(self, kind):
+        """{name: type id} of every type of one kind, e.g. KIND_TYPEDEF."""
+        key = ("names", kind)
+        if key not in self._cache:
             out = {}
             by_id = lib.btf__type_by_id
             for tid in range(1, lib.btf__type_cnt(self.ptr)):
                 c = by_id(self.ptr, tid).contents
-                if (c.info >> 24) & 0x1F == KIND_FUNC:
+                if (c.info >> 24) & 0x1F == kind:
                     out[self.name(c.name_off)] = tid
-            self._cache["functions"] = out
-        return self._cache["functions"]
+            self._cache[key] = out
+        return self._cache[key]
+
+    def functions(self):
+        """{name: FUNC type id} of every function this BTF describes (kernel BTF: the non-inlined ones)."""
+        return self.names(KIND_FUNC)
 
     def func_proto(self, name):
         """([(param name, type id)], return type id) of a kernel function; NotFound if BTF lacks it."""
@@ -233,8 +238,30 @@ class Errno(int):
         return _errno.errorcode.get(-self, str(-self)) if self < 0 else None
 
 
-def _to_str(rec, raw):
+def is_char_array(btf, t):
+    """True for a (resolved) char[N]: decoded to str and encoded from str everywhere (events, map keys
+    and values, struct members, globals); unsigned char and __u8 arrays stay lists of numbers."""
+    if t.kind != KIND_ARRAY:
+        return False
+    et, _ = btf.resolve(t.array_info()[0])
+    return et.kind == KIND_INT and bool(et.int_info()[0] & INT_CHAR or et.name == "char")
+
+
+def chars_to_str(raw):
+    """A char[] as str: up to the first NUL (all of it when there is none)."""
     return raw.split(b"\0", 1)[0].decode(errors="replace")
+
+
+def str_to_chars(value, size, what="value"):
+    """The bytes of a char[size] from a str or bytes: NUL-padded; longer than size is refused."""
+    raw = value.encode() if isinstance(value, str) else bytes(value)
+    if len(raw) > size:
+        raise UsageError(f"pack {what}: {value!r} is {len(raw)} bytes, longer than char[{size}]")
+    return raw.ljust(size, b"\0")
+
+
+def _to_str(rec, raw):
+    return chars_to_str(raw)
 
 
 def _to_addr(rec, raw):
@@ -297,6 +324,20 @@ class Layout:
         self.struct = struct.Struct(self.format)
         self.record = _record_class(self.name or "record", self.fields)
 
+    def pack(self, values):
+        """The bytes of a record given as a tuple: one read back, or plain values in member order, with
+        str (or shorter bytes) for char[] members."""
+        if len(values) != len(self.fields):
+            raise UsageError(f"pack struct {self.name}: {len(values)} values given, {len(self.fields)} "
+                             f"members ({', '.join(f.name for f in self.fields)})")
+        if not isinstance(values, self.record):
+            values = [str_to_chars(v, f.size, f"{self.name}.{f.name}") if f.convert is _to_str else v
+                      for f, v in zip(self.fields, values)]
+        try:
+            return self.struct.pack(*values)
+        except struct.error as e:
+            raise UsageError(f"pack struct {self.name}: {e}") from None
+
     @staticmethod
     def _field(btf, name, type_id, off):
         size = btf.size(type_id)
@@ -317,7 +358,7 @@ class Layout:
         if t.kind == KIND_ARRAY:
             elem, n = t.array_info()
             et, _ = btf.resolve(elem)
-            if et.kind == KIND_INT and (et.int_info()[0] & INT_CHAR or et.name == "char"):
+            if is_char_array(btf, t):
                 return Field(name, off, size, f"{size}s", _to_str, "char[]")
             esize = btf.size(elem)
             if et.kind == KIND_INT and (esize, False) in _INT_FMT:

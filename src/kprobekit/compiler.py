@@ -14,6 +14,13 @@ Include path, first match wins:
      bpf_*.h, copied there by `make bpf` and shipped as package data, so an
      installed kprobekit needs neither the source tree nor libbpf-dev;
   3. clang's defaults (/usr/include, where libbpf-dev puts <bpf/...>).
+
+C given as text is compiled from NAME.bpf.c in its cache directory, so
+clang and the verifier count lines from the start of the string; when the
+calling Python file holds the text verbatim (a raw string), TextOrigin turns
+"NAME.bpf.c:LINE" in their messages into that file and line.  Only messages
+are rewritten, not the object: moving the string in its file recompiles
+nothing.
 """
 
 import os
@@ -136,6 +143,7 @@ def compile(text=None, *, src_file=None, name="bpf", cflags=(), cache=None):
         raise UsageError(f"compile {name!r}: a name is letters, digits, '_' and '-'")
     if (text is None) == (src_file is None):
         raise UsageError("compile BPF program: give either text or src_file")
+    origin = None
     if src_file is not None:
         src_path = os.path.abspath(str(src_file))
         try:
@@ -149,6 +157,7 @@ def compile(text=None, *, src_file=None, name="bpf", cflags=(), cache=None):
         source = text.encode()
         src_path = None
         user_includes = []
+        origin = TextOrigin(name, text)
     includes = user_includes + include_dirs()
     flags = default_cflags() + [f"-I{d}" for d in includes] + list(cflags)
     # one directory per key: <cache>/<key>/NAME.bpf.o, so messages say "NAME.bpf.c:LINE"
@@ -164,35 +173,79 @@ def compile(text=None, *, src_file=None, name="bpf", cflags=(), cache=None):
         raise MissingDependency(f"compile {name}: clang not found",
                                 hint="apt-get install clang, or load a prebuilt object with BPF(obj_file=...)")
     os.makedirs(d, exist_ok=True)
-    if src_path is None:
-        # The text becomes a real file, so clang's messages and the verifier's
-        # source lines name something one can open.
-        src_path = os.path.join(d, name + ".bpf.c")
-        _write_atomic(src_path, source)
-    tmp = f"{obj}.{os.getpid()}.tmp"
-    depfile = f"{deps_file}.{os.getpid()}.d"
-    argv = [clang, *flags, "-MD", "-MF", depfile, "-c", os.path.basename(src_path), "-o", tmp]
     try:
-        p = subprocess.run(argv, cwd=os.path.dirname(src_path), capture_output=True, text=True)
-    except OSError as e:
-        raise MissingDependency(f"compile {name}: cannot run {clang}: {e.strerror}",
-                                hint="install clang or set KPROBEKIT_CLANG") from None
-    compiles += 1
-    if p.returncode != 0:
-        _unlink(tmp, depfile)
-        raise CompileError(f"compile {name}: clang failed", clang_output=p.stderr, log=p.stderr.splitlines())
-    if p.stderr.strip():
-        sys.stderr.write(p.stderr)      # warnings: shown once, when compiled
-    _strip_dwarf(clang, tmp)
-    deps = [os.path.join(os.path.dirname(src_path), x) for x in _read_depfile(depfile)]
-    lines = []
-    for dep in deps:
-        st = os.stat(dep)
-        lines.append(f"{st.st_size} {st.st_mtime_ns} {os.path.abspath(dep)}")
-    _unlink(depfile)
-    os.replace(tmp, obj)
-    _write_atomic(deps_file, ("\n".join(lines) + "\n").encode())
+        if src_path is None:
+            # The text becomes a real file: the verifier's source lines come from it.
+            src_path = os.path.join(d, name + ".bpf.c")
+            _write_atomic(src_path, source)
+        tmp = f"{obj}.{os.getpid()}.tmp"
+        depfile = f"{deps_file}.{os.getpid()}.d"
+        argv = [clang, *flags, "-MD", "-MF", depfile, "-c", os.path.basename(src_path), "-o", tmp]
+        try:
+            p = subprocess.run(argv, cwd=os.path.dirname(src_path), capture_output=True, text=True)
+        except OSError as e:
+            raise MissingDependency(f"compile {name}: cannot run {clang}: {e.strerror}",
+                                    hint="install clang or set KPROBEKIT_CLANG") from None
+        compiles += 1
+        output = origin.rewrite(p.stderr) if origin else p.stderr
+        if p.returncode != 0:
+            raise CompileError(f"compile {name}: clang failed", clang_output=output, log=output.splitlines())
+        if output.strip():
+            sys.stderr.write(output)      # warnings: shown once, when compiled
+        _strip_dwarf(clang, tmp)
+        deps = [os.path.join(os.path.dirname(src_path), x) for x in _read_depfile(depfile)]
+        lines = []
+        for dep in deps:
+            st = os.stat(dep)
+            lines.append(f"{st.st_size} {st.st_mtime_ns} {os.path.abspath(dep)}")
+        _unlink(depfile)
+        os.replace(tmp, obj)
+        _write_atomic(deps_file, ("\n".join(lines) + "\n").encode())
+    except BaseException:
+        # nothing half-made stays in the cache: no object, no directory of a failed compile
+        import shutil
+        shutil.rmtree(d, ignore_errors=True)
+        raise
     return obj, True
+
+
+class TextOrigin:
+    """Where C given as text sits in the Python file that passed it, to name that file and line in messages.
+
+    The file is the innermost caller outside kprobekit; it is read, and the text
+    looked for, only when a message is rewritten (a failure), never on a warm start."""
+
+    def __init__(self, name, text):
+        self.name, self.text = name, text
+        f = sys._getframe(1)
+        while f is not None and f.f_globals.get("__name__", "").partition(".")[0] == "kprobekit":
+            f = f.f_back
+        self.py_file = f.f_code.co_filename if f is not None else None
+        self._first = False     # not looked for yet
+
+    def first_line(self):
+        """The line of py_file where the text's first line is, when the file holds the text verbatim; else None."""
+        if self._first is False:
+            self._first = None
+            try:
+                with open(self.py_file, encoding="utf-8") as f:
+                    src = f.read()
+            except (OSError, TypeError, ValueError):
+                return None
+            pos = src.find(self.text)
+            if pos >= 0 and src.find(self.text, pos + 1) < 0:      # one place only, or we cannot say which
+                self._first = src.count("\n", 0, pos) + 1
+        return self._first
+
+    def rewrite(self, message):
+        """message with NAME.bpf.c:LINE (counted in the text) as FILE.py:LINE."""
+        marker = f"{self.name}.bpf.c:"
+        if marker not in message or self.first_line() is None:
+            return message
+        import re
+        base, py = self.first_line() - 1, os.path.basename(self.py_file)
+        return re.sub(rf"(?<![\w/.-]){re.escape(marker)}(\d+)", lambda m: f"{py}:{base + int(m.group(1))}",
+                      message)
 
 
 def _strip_dwarf(clang, path):

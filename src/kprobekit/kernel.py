@@ -37,7 +37,7 @@ def _mount(fstype, target):
 
 
 def privileged():
-    """True when this process may load BPF programs and mount filesystems (root or the capabilities)."""
+    """True when this process may load BPF tracing programs: root, CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON."""
     caps = capabilities()
     return "CAP_SYS_ADMIN" in caps or {"CAP_BPF", "CAP_PERFMON"} <= set(caps)
 
@@ -108,6 +108,14 @@ def capabilities():
                 eff = int(line.split()[1], 16)
                 return [name for bit, name in sorted(CAPS.items()) if eff >> bit & 1]
     return []
+
+
+def require_bpf_privileges(what):
+    """PermissionDenied for `what` without CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON (Linux >= 5.8):
+    what loading tracing programs takes."""
+    if not privileged():
+        from .errors import ROOT_HINT, PermissionDenied
+        raise PermissionDenied(f"{what}: missing privileges", hint=ROOT_HINT)
 
 
 def kprobe_events():

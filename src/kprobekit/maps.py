@@ -1,8 +1,9 @@
 """BPF maps as Python mappings, and an object's global variables.
 
-Keys and values are decoded by their BTF type: integers as int, structs as
-records (see btf.Layout), anything else as bytes.  Per-CPU values come back
-as a list, one per possible CPU; `Map.sum(key)` adds them up.
+Keys and values are decoded by their BTF type: integers as int, char[] as
+str (set from str or bytes, NUL-padded), structs as records (see
+btf.Layout), anything else as bytes; globals decode the same way.  Per-CPU
+values come back as a list, one per possible CPU; `Map.sum(key)` adds them up.
 """
 
 import ctypes
@@ -10,7 +11,8 @@ import struct
 
 from . import _libbpf
 from ._libbpf import PERCPU_MAP_TYPES, lib
-from .btf import KIND_ARRAY, KIND_ENUM, KIND_INT, KIND_PTR, KIND_STRUCT, KIND_UNION
+from .btf import (KIND_ARRAY, KIND_ENUM, KIND_INT, KIND_PTR, KIND_STRUCT, KIND_UNION, chars_to_str,
+                  is_char_array, str_to_chars)
 from .errors import KprobekitError, NotFound, UsageError
 
 _INT_FMT = {1: "B", 2: "H", 4: "I", 8: "Q"}
@@ -23,6 +25,7 @@ class _Codec:
         self.size = size
         self.layout = None
         self.fmt = None
+        self.chars = False
         if btf is not None and type_id:
             t, _ = btf.resolve(type_id)
             if t.kind in (KIND_INT, KIND_ENUM, KIND_PTR) and size in _INT_FMT:
@@ -30,10 +33,14 @@ class _Codec:
                 self.fmt = "=" + (_INT_FMT[size].lower() if signed else _INT_FMT[size])
             elif t.kind in (KIND_STRUCT, KIND_UNION):
                 self.layout = btf.layout(type_id)
+            else:
+                self.chars = is_char_array(btf, t)
         elif size in _INT_FMT:
             self.fmt = "=" + _INT_FMT[size]
 
     def pack(self, v):
+        if self.chars:
+            return str_to_chars(v, self.size, "map key/value")
         if isinstance(v, (bytes, bytearray)):
             if len(v) != self.size:
                 raise UsageError(f"pack map key/value: {len(v)} bytes given, {self.size} expected")
@@ -41,7 +48,7 @@ class _Codec:
         if self.fmt:
             return struct.pack(self.fmt, v)
         if self.layout and isinstance(v, tuple):
-            return self.layout.struct.pack(*v)
+            return self.layout.pack(v)
         raise UsageError(f"pack map key/value: cannot pack {type(v).__name__}; give bytes")
 
     def unpack(self, raw):
@@ -49,6 +56,8 @@ class _Codec:
             return struct.unpack(self.fmt, raw)[0]
         if self.layout:
             return self.layout.record(self.layout.struct.unpack(raw))
+        if self.chars:
+            return chars_to_str(raw)
         return raw
 
 
@@ -58,6 +67,7 @@ class Map:
         self.object = obj
         self.name = lib.bpf_map__name(ptr).decode()
         self._codecs = None
+        self._taken = {}        # what the previous take() read
 
     def __repr__(self):
         return f"<Map {self.name} type={self.type}>"
@@ -195,14 +205,55 @@ class Map:
         return self.lookup(key) is not None
 
     def clear(self):
+        """Deletes every key.  Not a reset of counters: an increment landing between a read and this
+        is lost, and the program re-creates keys as they are hit; take() loses nothing."""
         fd = self._fd()
         for k in list(self._raw_keys()):
             lib.bpf_map_delete_elem(fd, k)
+
+    def take(self):
+        """{key: value} of what each counter gained since the previous take() (the first: since load);
+        keys that gained nothing are left out.
+
+        Read-and-reset without the reset: the map is never cleared, so an increment the kernel makes
+        while this reads is in the next take(), never lost.  Values must be counters: integers,
+        structs of integers, or per-CPU lists of either (differences are per CPU)."""
+        _, vc = self._codec()
+        if not (vc.fmt or vc.layout and all(f.fmt in _COUNTER_FMTS for f in vc.layout.fields)):
+            raise UsageError(f"take from map {self.name}: its values are not integers or structs of integers")
+        now = dict(self.items())
+        before, self._taken = self._taken, now
+        out = {}
+        for key, value in now.items():
+            gain = _minus(value, before.get(key))
+            if not _is_zero(gain):
+                out[key] = gain
+        return out
 
     def sum(self, key):
         """A per-CPU integer value summed over CPUs."""
         v = self[key]
         return sum(v) if isinstance(v, list) else v
+
+
+_COUNTER_FMTS = frozenset("bBhHiIqQ")
+
+
+def _minus(new, old):
+    """new - old for a counter value: an int, a record of ints, or a per-CPU list of either."""
+    if isinstance(new, list):
+        return [_minus(n, o) for n, o in zip(new, old or [None] * len(new))]
+    if old is None:
+        return new
+    if isinstance(new, tuple):      # a record holds its raw values: integers here
+        return type(new)(a - b for a, b in zip(new, old))
+    return new - old
+
+
+def _is_zero(value):
+    if isinstance(value, list):
+        return all(_is_zero(v) for v in value)
+    return not any(value) if isinstance(value, tuple) else value == 0
 
 
 class Globals:
@@ -261,8 +312,14 @@ class Globals:
             return _signed_fmt(btf, elem, esize), n
         return _signed_fmt(btf, type_id, size), 1
 
+    def _chars(self, type_id):
+        btf = self._obj.btf
+        return is_char_array(btf, btf.resolve(type_id)[0])
+
     def __getitem__(self, name):
         view, type_id = self._view(name)
+        if self._chars(type_id):
+            return chars_to_str(bytes(view))
         fmt, n = self._elem(type_id, len(view))
         if fmt is None:
             return bytes(view)
@@ -271,6 +328,9 @@ class Globals:
 
     def __setitem__(self, name, value):
         view, type_id = self._view(name)
+        if self._chars(type_id):
+            view[:] = str_to_chars(value, len(view), name)
+            return
         fmt, n = self._elem(type_id, len(view))
         if fmt is None:
             view[:] = bytes(value).ljust(len(view), b"\0")

@@ -177,8 +177,7 @@ def choose_backend(tool, wanted):
 
 
 def check_privileges():
-    if not kernel.privileged():
-        raise errors.PermissionDenied("load BPF programs: missing privileges", hint=errors.ROOT_HINT)
+    kernel.require_bpf_privileges("load BPF programs")
 
 
 class Run:

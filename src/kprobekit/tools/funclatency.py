@@ -168,31 +168,19 @@ def load(args, backend, names):
 
 
 def read_hist(obj, names):
-    """{function index: ({slot: count}, calls, total ns)}, cumulative since attach."""
-    hist, stats = obj.map("hist"), obj.map("stats")
+    """{function index: ({slot: count}, calls, total ns)} of the calls since the previous read (the first:
+    since attach).  Map.take, not clearing the maps, which would lose calls ending in between."""
     out = {}
-    for key, per_cpu in hist.items():
+    for key, per_cpu in obj.map("hist").take().items():
         out.setdefault(key.func, {})[key.slot] = sum(per_cpu)
+    stats = obj.map("stats").take()
     result = {}
     for i in range(len(names)):
-        st = stats.get(i) or []
+        st = stats.get(i, [])
         calls = sum(s.count for s in st)
-        total = sum(s.total_ns for s in st)
         if calls or i in out:
-            result[i] = (out.get(i, {}), calls, total)
+            result[i] = (out.get(i, {}), calls, sum(s.total_ns for s in st))
     return result
-
-
-def since(now, before):
-    """The calls in `now` that `before` (an earlier read_hist) had not seen.  Computed here rather
-    than by clearing the maps, which would lose calls that end between the read and the clear."""
-    out = {}
-    for i, (slots, calls, total) in now.items():
-        old_slots, old_calls, old_total = before.get(i, ({}, 0, 0))
-        if calls != old_calls:
-            diff = {s: c - old_slots.get(s, 0) for s, c in slots.items() if c != old_slots.get(s, 0)}
-            out[i] = (diff, calls - old_calls, total - old_total)
-    return out
 
 
 def print_hists(args, names, result, unit):
@@ -231,7 +219,6 @@ def body(args, stopped):
     if args.per_call and not args.json:
         output.emit(f"{'PID':<7} {'COMM':<16} CALL\n")
     next_report = time.monotonic() + args.interval if args.interval else None
-    reported = {}
     try:
         if stream is not None:
             lost = pump(stream, lambda recs: _per_call(args, names, decoders, recs), stopped)
@@ -240,15 +227,14 @@ def body(args, stopped):
         while not stopped():
             time.sleep(0.25)
             if next_report and time.monotonic() >= next_report:
-                now = read_hist(obj, names)
+                result = read_hist(obj, names)
                 if not args.json:
                     output.emit(f"\n{time.strftime('%H:%M:%S')}\n")
-                print_hists(args, names, since(now, reported), unit)
-                reported = now
+                print_hists(args, names, result, unit)
                 next_report += args.interval
         else:
             # with -i, what arrived since the last interval
-            final = since(read_hist(obj, names), reported)
+            final = read_hist(obj, names)
             if final or not args.interval:
                 print_hists(args, names, final, unit)
     finally:
