@@ -282,39 +282,6 @@ def micro(n, repeat=7):
     return out
 
 
-def sinks(n=20_000, repeat=3):
-    """Records -> what `kprobekit tcpconnect` prints (text columns, --json), fd 1 sent to /dev/null."""
-    from kprobekit.cli import output, runner
-    from kprobekit.tools.tcpconnect import TOOL
-    layout = _layout()
-    rb, _, _ = _fake_ring(layout, n)
-    recs = list(map(rb._new, rb.read_raw()))
-    out = {}
-    saved = os.dup(1)
-    null = os.open(os.devnull, os.O_WRONLY)
-    try:
-        sys.stdout.flush()
-        os.dup2(null, 1)
-        for label, argv, sink_cls in (("text columns (default)", [], output.TextSink),
-                                      ("text, -t -U -L", ["-t", "-U", "-L"], output.TextSink),
-                                      ("--json", ["--json"], output.JsonSink)):
-            args = runner.build_parser(TOOL).parse_args(argv)
-            sink = sink_cls(TOOL, runner.Run(TOOL, args, TOOL.backends[-1]))
-            best = None
-            for _ in range(repeat):
-                t = time.thread_time()
-                for i in range(0, n, 1000):
-                    sink.write(recs[i:i + 1000])
-                t = time.thread_time() - t
-                best = t if best is None else min(best, t)
-            out[label] = {"records": n, "per_cpu_s": round(n / best), "ns_per_record": round(best / n * 1e9)}
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(null)
-    return out
-
-
 # --- ffi: ctypes vs cffi themselves ---
 
 def _cdef_from_protos():
@@ -419,7 +386,7 @@ def main(argv=None):
                     help="micro benchmark buffer sizes (2978: a full 256 KiB ring)")
     args = ap.parse_args(argv)
     load_before = common.load_avg()
-    res = {"live": live(args.seconds), "micro": {n: micro(n) for n in args.records}, "sinks": sinks(),
+    res = {"live": live(args.seconds), "micro": {n: micro(n) for n in args.records},
            "import_ms": import_times(), "call_ns": call_costs()}
     res["load_avg"] = [load_before, common.load_avg()]
     common.print_table("live ring buffer, records decoded per second of reader CPU time",
@@ -431,9 +398,6 @@ def main(argv=None):
                        ["decoder", "N", "records/CPU-s", "ns/record", "GC off: records/CPU-s", "ns/record"],
                        [[k, n, f"{v['per_cpu_s']:,}", v["ns_per_record"], f"{v['per_cpu_s_gc_off']:,}",
                          v["ns_per_record_gc_off"]] for n, m in res["micro"].items() for k, v in m.items()])
-    common.print_table("records -> tcpconnect's output, batches of 1000 (no kernel)",
-                       ["output", "records/CPU-s", "ns/record"],
-                       [[k, f"{v['per_cpu_s']:,}", v["ns_per_record"]] for k, v in res["sinks"].items()])
     common.print_table("ctypes vs cffi: time added to interpreter start (median of 9)", ["what", "ms"],
                        list(res["import_ms"].items()))
     common.print_table("ctypes vs cffi: per call", ["what", "ns"], list(res["call_ns"].items()))
