@@ -82,7 +82,7 @@ def _functions(cfg):
         obj = funclatency.load(ns, backend, names)
 
         def collect():
-            result = funclatency.read_hist(obj, names)
+            result = funclatency.read_hist(obj, names, cumulative=True)
             fam = metrics.HistogramMetricFamily("kprobekit_function_latency_seconds",
                                                 "Duration of kernel functions (config [[function]]).",
                                                 labels=["function"])

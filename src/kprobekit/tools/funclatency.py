@@ -167,13 +167,15 @@ def load(args, backend, names):
     return obj
 
 
-def read_hist(obj, names):
+def read_hist(obj, names, cumulative=False):
     """{function index: ({slot: count}, calls, total ns)} of the calls since the previous read (the first:
-    since attach).  Map.take, not clearing the maps, which would lose calls ending in between."""
+    since attach), or since attach when cumulative (Prometheus counters).  Map.take, not clearing the
+    maps, which would lose calls ending in between."""
+    hist, stats = obj.map("hist"), obj.map("stats")
     out = {}
-    for key, per_cpu in obj.map("hist").take().items():
+    for key, per_cpu in (dict(hist.items()) if cumulative else hist.take()).items():
         out.setdefault(key.func, {})[key.slot] = sum(per_cpu)
-    stats = obj.map("stats").take()
+    stats = dict(stats.items()) if cumulative else stats.take()
     result = {}
     for i in range(len(names)):
         st = stats.get(i, [])
