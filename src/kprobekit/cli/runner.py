@@ -217,7 +217,8 @@ def setup(tool, args):
             obj.rodata["filter_pid"] = args.pid
         for opt in tool.options:
             opt.apply(args, obj.rodata)
-        events.prepare(obj, use_perf, events.TOOL_RING_BYTES)
+        # periodic tools count in maps and send no events: no room for bursts needed
+        events.prepare(obj, use_perf, None if tool.periodic else events.TOOL_RING_BYTES)
         obj.load()
         obj.attach()
     except BaseException:
