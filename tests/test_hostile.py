@@ -57,6 +57,7 @@ def assert_detached(before):
 
 # --- a reader that never reads ---
 
+@pytest.mark.host      # user-space behaviour; a storm under the VMs' emulation takes minutes
 @requires("tracepoint")
 @pytest.mark.parametrize("argv", [["tcpstates", "--json"], ["tcpstates"],
                                   ["trace", "--json", "t:sock/inet_sock_set_state newstate"]],
@@ -110,6 +111,7 @@ def test_funclatency_with_many_syscalls_exits_promptly():
 
 # --- Ctrl-C at any moment ---
 
+@pytest.mark.host      # under emulation the interpreter alone takes longer than every delay here
 @requires("tracepoint")
 @pytest.mark.parametrize("delay", [0.005, 0.02, 0.04, 0.08, 0.15])
 def test_early_ctrl_c_is_quiet(delay):
@@ -169,6 +171,7 @@ def test_bad_input_is_one_line(argv, message):
 
 # --- the lost count in every tool's JSON ---
 
+@pytest.mark.host      # a 6,000-connect storm: minutes under the VMs' emulation
 @requires("tracepoint")
 @pytest.mark.parametrize("argv", [["trace", "--json", "t:sock/inet_sock_set_state newstate"],
                                   ["funclatency", "--per-call", "--json", "close"]],

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import cli, requires
+from conftest import requires
 from kprobekit.btf import kernel_enum
 from kprobekit.stacks import KernelSymbols
 
@@ -68,14 +68,29 @@ def test_trace_kernel_stack_text(run_tool):
 
 
 @requires("kprobe")
-def test_trace_kernel_stack_kprobe(run_tool):
-    tool = run_tool("trace", "-K", "--json", "-p", ME, "p:tcp_v4_connect")
+@pytest.mark.parametrize("backend", ["bpf", "ftrace"])
+def test_trace_kernel_stack_kprobe(run_tool, backend):
+    """BPF's stack map named from kallsyms, or ftrace's own stacktrace option: the same call chain."""
+    tool = run_tool("trace", "-K", "--json", "--backend", backend, "-p", ME, "p:tcp_v4_connect")
     refused(socket.AF_INET, "127.0.0.1")
     recs, err, rc = tool.stop()
     assert rc == 0, err
     assert len(recs) == 1
     # a kprobe's stack starts in the probed function's caller chain
     assert "__sys_connect" in functions(recs[0]["stack"]), recs[0]["stack"]
+    assert all(f["function"] and f["offset"] >= 0 for f in recs[0]["stack"]), recs[0]["stack"]
+
+
+@requires("kprobe")
+def test_trace_kernel_stack_ftrace_text(run_tool):
+    tool = run_tool("trace", "-K", "--backend", "ftrace", "-p", ME, "p:tcp_v4_connect")
+    refused(socket.AF_INET, "127.0.0.1")
+    _, err, rc = tool.stop()
+    assert rc == 0, err
+    lines = tool.stdout.splitlines()
+    assert "tcp_v4_connect" in lines[1], lines
+    frames = [line.strip() for line in lines[2:] if line.startswith("        ")]
+    assert any(f.startswith("__sys_connect+0x") for f in frames), lines
 
 
 @requires("tracepoint")
@@ -84,15 +99,6 @@ def test_trace_without_k_has_no_stack(run_tool):
     refused(socket.AF_INET, "127.0.0.1")
     recs, err, rc = tool.stop()
     assert recs and all("stack" not in r for r in recs)
-
-
-@pytest.mark.unit
-def test_k_with_ftrace_backend_is_one_line():
-    rc, out, err = cli("trace", "-K", "--backend", "ftrace", "p:tcp_v4_connect")
-    assert rc == 2
-    assert err.strip() == ("kprobekit trace: use -K: kernel stacks need the bpf backend — drop --backend ftrace") \
-        or "kprobes" in err     # (a kernel without kprobes may refuse the spec first)
-    assert len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to read kernel addresses")
@@ -173,3 +179,37 @@ def test_hidden_addresses_are_said_not_printed_as_zeros(tool):
     recs = [json.loads(line) for line in out.splitlines()]
     frames = [f for r in recs for f in r["stack"]]
     assert frames and all(f["function"] is None and int(f["addr"], 16) > 0 for f in frames)
+
+
+def _pipe_events(chunks):
+    """A KprobeEvents reading `chunks` (one per poll) from a pipe as if it were its trace_pipe."""
+    from kprobekit import ftrace
+    kp = ftrace.KprobeEvents.__new__(ftrace.KprobeEvents)
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    kp._pipe, kp._partial, kp._tgid, kp._held, kp.stacks = r, b"", {}, None, True
+    kp.names = ["kprobekit_1_0"]
+    kp.tgid = lambda tid: tid
+    return kp, w
+
+
+@pytest.mark.unit
+def test_ftrace_stack_lines_follow_their_hit_across_reads():
+    hit = "  python3-1234 [001] d..1. 5.100000: kprobekit_1_0: (tcp_v4_connect+0x0/0x4e0) __kk_comm=\"python3\"\n"
+    stack = ("  python3-1234 [001] d..1. 5.100001: <stack trace>\n"
+             " => __sys_connect+0xb2/0xe0\n => __x64_sys_connect+0x18/0x20 [kmod]\n => 0xffffffffc0a01234\n")
+    kp, w = _pipe_events([])
+    os.write(w, hit.encode())
+    assert kp.poll(0) == []                     # its stack may still come
+    os.write(w, stack.encode() + hit.encode())
+    first = kp.poll(0)
+    assert [h[:3] for h in first] == [("kprobekit_1_0", "python3", 1234)]
+    frames = first[0][-1]
+    assert [(f.function, f.offset, f.module) for f in frames] == [
+        ("__sys_connect", 0xb2, None), ("__x64_sys_connect", 0x18, "kmod"), (None, 0, None)]
+    assert frames[2].addr == 0xffffffffc0a01234
+    assert frames.as_json()[0] == {"addr": None, "function": "__sys_connect", "offset": 0xb2, "module": None}
+    last = kp.poll(0)                           # nothing new: the held hit goes out, stack unknown
+    assert len(last) == 1 and last[0][-1].missing
+    os.close(w)
+    os.close(kp._pipe)

@@ -19,6 +19,9 @@ from .errors import KprobekitError, NotSupported, PermissionDenied, ROOT_HINT
 GROUP = "kprobekit"
 _COMM = "__kk_comm"
 # "  python3-1234    [001] d..1.  5.123: kprobekit_99_0: (inet_bind+0x0/0x90) port=0x1f90"
+# stack entries (options/stacktrace, sym-offset): "<stack trace>", then a line per frame:
+# " => __sys_bind+0xe9/0x110", " => nf_hook_slow+0x44/0xb0 [nf_tables]", " => 0xffffffffc0a01234"
+_FRAME = re.compile(r"^ => (?P<func>[^\s+]+)(?:\+(?P<off>0x[0-9a-fA-F]+)/0x[0-9a-fA-F]+)?(?:\s+\[(?P<mod>[^\]]+)\])?")
 _LINE = re.compile(r"^\s*(?P<comm>.*?)-(?P<tid>\d+)\s+(?:\(\s*[-\d]+\)\s+)?\[(?P<cpu>\d+)\]\s+(?P<flags>\S+\s+)?"
                    r"(?P<ts>\d+\.\d+):\s+(?P<event>[\w]+):\s+\((?P<where>[^)]*)\)\s?(?P<args>.*)$")
 
@@ -37,6 +40,8 @@ class KprobeEvents:
         self._pipe = None
         self._partial = b""
         self._tgid = {}
+        self.stacks = False     # each hit followed by its kernel stack (trace -K)
+        self._held = None       # the last hit, while its stack may still be on its way
 
     def add(self, probe, filter_text=""):
         """Defines a probe; returns its event name."""
@@ -51,14 +56,19 @@ class KprobeEvents:
         self._filters[name] = filter_text
         return name
 
-    def start(self, pids=None):
-        """Creates our instance, limits it to `pids` (a process's threads, and what they fork), enables."""
+    def start(self, pids=None, stacks=False):
+        """Creates our instance, limits it to `pids` (a process's threads, and what they fork), enables.
+        stacks: ftrace writes each hit's kernel stack after it, symbolized by the kernel itself."""
         try:
             os.mkdir(self.instance)
         except FileExistsError:
             pass
         except OSError as e:
             raise _error(e, "create tracefs instance") from None
+        if stacks:
+            self._write(f"{self.instance}/options/sym-offset", "1\n", "show symbol offsets")
+            self._write(f"{self.instance}/options/stacktrace", "1\n", "record kernel stacks")
+            self.stacks = True
         if pids:
             try:    # threads and children started later; older kernels lack the option
                 self._write(f"{self.instance}/options/event-fork", "1\n", "follow forks")
@@ -75,11 +85,14 @@ class KprobeEvents:
     def fileno(self):
         return self._pipe
 
-    def poll(self, timeout_ms):
-        """[(event name, comm, tid, tgid, ts, where, args text)] that arrived.
+    def poll(self, timeout_ms, final=False):
+        """[(event name, comm, tid, tgid, ts, where, args text, stack)] that arrived; stack is a
+        stacks.Stack with start(stacks=True), else None.
 
         Reads before waiting: trace_pipe's poll may wake only once the buffer
-        is buffer_percent full (newer kernels), a read returns what is there."""
+        is buffer_percent full (newer kernels), a read returns what is there.
+        With stacks, a hit whose stack entry has not been read yet waits for
+        the next poll (or `final`)."""
         data = self._read()
         if not data and timeout_ms > 0:
             select.select([self._pipe], [], [], timeout_ms / 1000)
@@ -87,12 +100,36 @@ class KprobeEvents:
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()
         out = []
+        held = self._held
         for raw in lines:
-            hit = parse_line(raw.decode(errors="replace"), self.names)
+            line = raw.decode(errors="replace")
+            if self.stacks and held is not None:
+                if line.startswith(" => "):
+                    if held[-1] is not None:
+                        held[-1].append(_frame(line))
+                    continue
+                if line.rstrip().endswith(": <stack trace>"):
+                    from .stacks import Stack
+                    held[-1] = Stack()
+                    continue
+            hit = parse_line(line, self.names)
             if hit:
+                if held is not None:
+                    out.append(self._release(held))
                 event, comm, tid, ts, where, args = hit
-                out.append((event, comm, tid, self.tgid(tid), ts, where, args))
+                held = [event, comm, tid, self.tgid(tid), ts, where, args, None]
+        # a hit's stack entry follows it in the ring: one that has frames is whole
+        if held is not None and (not self.stacks or final or not data or held[-1]):
+            out.append(self._release(held))
+            held = None
+        self._held = held
         return out
+
+    def _release(self, hit):
+        if self.stacks and hit[-1] is None:
+            from .stacks import Stack
+            hit[-1] = Stack(missing="ftrace recorded no stack for this hit")
+        return tuple(hit)
 
     def _read(self):
         chunks = []
@@ -165,6 +202,18 @@ def _error(e, what, spec=None, tracefs=None):
             pass
     return KprobekitError(f"{what}: the kernel refused {spec!r}: {why}" if spec else f"{what}: {why}",
                           errno=e.errno)
+
+
+def _frame(line):
+    from .stacks import Frame
+    m = _FRAME.match(line)
+    if m is None or m.group("func").startswith("0x"):      # an address ftrace could not name
+        text = m.group("func") if m else line[4:].strip()
+        try:
+            return Frame(int(text, 16))
+        except ValueError:
+            return Frame(None, text)
+    return Frame(None, m.group("func"), int(m.group("off") or "0", 16), m.group("mod"))
 
 
 def parse_line(line, names):

@@ -105,7 +105,8 @@ class Frame:
         return f"Frame({self})"
 
     def as_json(self):
-        return {"addr": f"{self.addr:#x}", "function": self.function,
+        # addr is None for frames the kernel named itself (trace's ftrace backend)
+        return {"addr": None if self.addr is None else f"{self.addr:#x}", "function": self.function,
                 "offset": self.offset if self.function else None, "module": self.module}
 
 

@@ -78,8 +78,6 @@ def body(args, stopped):
     probes, regs = compile_specs(args)
     backend = "bpf" if args.backend == "auto" else args.backend
     _need(probes, backend)
-    if backend == "ftrace" and args.kernel_stack:
-        raise UsageError("use -K: kernel stacks need the bpf backend", hint="drop --backend ftrace")
     sink = _Sink(args)
     if backend == "ftrace":
         return _run_ftrace(args, probes, sink, stopped)
@@ -162,17 +160,17 @@ def _run_ftrace(args, probes, sink, stopped):
         if args.pid:
             import os
             pids = [int(t) for t in os.listdir(f"/proc/{args.pid}/task")]
-        kp.start(pids)
+        kp.start(pids, stacks=args.kernel_stack)
         print("kprobekit: using ftrace backend", file=sys.stderr, flush=True)
         sink.start(probes)
         while True:
             last = stopped()
             hits = []
-            for event, comm, tid, tgid, ts, where, text in kp.poll(0 if last else 250):
+            for event, comm, tid, tgid, ts, where, text, stack in kp.poll(0 if last else 250, final=last):
                 if args.pid and tgid != args.pid:
                     continue
                 p = by_name[event]
-                hits.append((p, tgid, tid, comm, parse_args(p, text), None))
+                hits.append((p, tgid, tid, comm, parse_args(p, text), stack))
             if hits:
                 sink.write(hits)
             if last:
