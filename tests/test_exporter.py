@@ -202,6 +202,7 @@ def test_clean_exit_on_signals(exporter):
         assert not ours[1] & after_links
 
 
+@pytest.mark.host      # no kernel difference to find: the VM matrix runs the backends' tests
 @kernel
 def test_default_listen_address():
     """With no arguments: 127.0.0.1:9435, said on stderr (skipped if something else holds the port)."""
@@ -237,6 +238,7 @@ def test_forced_backend_the_kernel_lacks_is_an_error():
     assert err.startswith(f"kprobekit exporter: use {missing} backend: "), err
 
 
+@pytest.mark.host      # no kernel difference to find: the VM matrix runs the backends' tests
 @kernel
 def test_busy_port_is_one_line():
     s = socket.socket()
@@ -250,6 +252,7 @@ def test_busy_port_is_one_line():
     assert "Address already in use" in err and "--listen" in err, err
 
 
+@pytest.mark.host      # no kernel difference to find: the VM matrix runs the backends' tests
 def test_bad_arguments():
     for argv in (["--listen", "nowhere"], ["--listen", "127.0.0.1:99999"], ["--netns", "x"],
                  ["--backend", "nosuchbackend"]):
@@ -332,6 +335,7 @@ OK = 'kprobekit_tcp_connects_total{family="ipv4",result="ok"}'
 REFUSED = 'kprobekit_tcp_connects_total{family="ipv4",result="ECONNREFUSED"}'
 
 
+@pytest.mark.host      # no kernel difference to find: the VM matrix runs the backends' tests
 @kernel
 def test_real_prometheus_sees_exact_connects(exporter, netns, prometheus):
     ns_name, inode = netns
@@ -391,6 +395,7 @@ def test_config_function_latency(exporter, tmp_path):
     assert code == 0, err
 
 
+@pytest.mark.host      # no kernel difference to find: the VM matrix runs the backends' tests
 @kernel
 def test_config_trace_counts(exporter, tmp_path):
     """[[count]]: tracepoint specs counted in the kernel, by fetched fields or not at all, with filters that
@@ -474,6 +479,7 @@ filter = "ret != 0"
     assert code == 0, err
 
 
+@pytest.mark.host      # no kernel difference to find: the VM matrix runs the backends' tests
 @kernel
 def test_config_user_object(exporter, tmp_path):
     """[[object]]: a hash map with a struct key -> counter and gauge with its members as labels; a log2
@@ -538,6 +544,7 @@ BAD_CONFIGS = [
 ]
 
 
+@pytest.mark.host      # no kernel difference to find: the VM matrix runs the backends' tests
 @kernel
 @pytest.mark.parametrize("text,line,words", BAD_CONFIGS, ids=[str(i) for i in range(len(BAD_CONFIGS))])
 def test_bad_config_is_one_line(tmp_path, text, line, words):
@@ -549,6 +556,7 @@ def test_bad_config_is_one_line(tmp_path, text, line, words):
     assert words in err, err
 
 
+@pytest.mark.host      # no kernel difference to find: the VM matrix runs the backends' tests
 def test_missing_config_file():
     code, out, err = cli("exporter", "--config", "/nonexistent/exporter.toml")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "/nonexistent/exporter.toml" in err, err

@@ -159,6 +159,7 @@ def test_string_program_events_maps_exact(buffer):
     assert_gone(ids)
 
 
+@pytest.mark.host      # user-space behaviour, clang-heavy: minutes under the VMs' emulation
 @tracepoints
 def test_second_start_does_not_compile(private_cache, tmp_path):
     src = tmp_path / "counter.bpf.c"
@@ -335,6 +336,7 @@ def test_missing_clang_says_what_to_do(monkeypatch, private_cache):
     assert set(os.listdir(private_cache)) == before
 
 
+@pytest.mark.host      # user-space behaviour, clang-heavy: minutes under the VMs' emulation
 @tracepoints
 def test_missing_names_list_what_exists():
     with BPF(text=KILLS, name="names", load=False) as b:
@@ -457,6 +459,7 @@ def test_trace_pipe_instance_of_a_dead_process_is_removed():
         assert os.path.basename(pipe.instance).startswith(f"kprobekit_{os.getpid()}_")
 
 
+@pytest.mark.host      # user-space behaviour, clang-heavy: minutes under the VMs' emulation
 @tracepoints
 def test_wrong_sections_are_named_with_close_matches():
     typo = KILLS.replace('SEC("tracepoint/syscalls/sys_enter_kill")', 'SEC("tracepont/syscalls/sys_enter_kill")')
@@ -594,6 +597,7 @@ int on_kill(struct trace_event_raw_sys_enter *ctx)
 """
 
 
+@pytest.mark.host      # user-space behaviour, clang-heavy: minutes under the VMs' emulation
 @tracepoints
 def test_char_arrays_are_str_in_keys_values_structs_and_globals():
     pid = os.getpid()
@@ -627,6 +631,7 @@ def _without_capabilities():
         libc.prctl(24, cap, 0, 0, 0)      # PR_CAPBSET_DROP; EINVAL past the last capability
 
 
+@pytest.mark.host      # user-space behaviour, clang-heavy: minutes under the VMs' emulation
 @kernel
 @pytest.mark.parametrize("cache", ["unwritable", "writable"])
 def test_privileges_are_checked_before_compiling(tmp_path, cache):
@@ -721,6 +726,7 @@ def test_misspelled_targets_of_explicit_attach_get_close_matches():
         assert b.links == []
 
 
+@pytest.mark.host      # user-space behaviour, clang-heavy: minutes under the VMs' emulation
 @tracepoints
 def test_take_reads_and_resets_without_losing_counts(capsys):
     import threading

@@ -180,6 +180,7 @@ def test_text_columns(run_tool):
     srv.close()
 
 
+@pytest.mark.host      # 12,000 connects: minutes under the VMs' emulation
 @kernel
 def test_lost_events_are_counted(run_tool):
     """A stopped reader, a full buffer: every connect is either reported or counted lost.  The
