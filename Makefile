@@ -20,11 +20,11 @@ APT_PACKAGES := clang llvm libbpf-dev libbpf1 bpftool linux-libc-dev python3-ven
 	qemu-system-x86 linux-image-amd64 linux-image-6.12-amd64 busybox-static \
 	prometheus
 
-.PHONY: all setup deps bpf venv pyc system-python wheel test test-host vmtest bench bench-deps bench-build clean
+.PHONY: all setup deps bpf venv pyc system-python entry wheel test test-host vmtest bench bench-deps bench-build clean
 
 all: bpf
 
-setup: deps bpf venv pyc system-python
+setup: deps bpf venv pyc system-python entry
 
 # Bytecode ahead of time: without it every start compiles the imports (8 ms -> 23 ms).
 pyc: venv
@@ -75,12 +75,15 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(SYSTEM_PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
-	@# our own entry point: pip's console script imports re (~3 ms) before doing anything;
-	@# a Ctrl-C while it imports ends it quietly, as after
+	touch $@
+
+# Our own entry point, rewritten by every `make setup` (another checkout may have written it):
+# pip's console script imports re (~3 ms) before doing anything; a Ctrl-C while it imports ends
+# it quietly, as after.
+entry: venv
 	printf '#!%s\nimport sys\ntry:\n    from kprobekit.cli.main import main\nexcept KeyboardInterrupt:\n    sys.exit(0)\nsys.exit(main())\n' \
 		"$(abspath $(PY))" > /usr/local/bin/kprobekit
 	chmod 755 /usr/local/bin/kprobekit
-	touch $@
 
 # Debian's own python3 (/usr/bin/python3, what docs/library.md runs) imports kprobekit from
 # this checkout: a .pth file in its site directory, as an editable install would write.
