@@ -35,7 +35,7 @@ KK_EVENTS(struct event)
 /* socket -> when its session began */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, KK_SOCKETS_MAX);
 	__type(key, struct sock *);
 	__type(value, __u64);
 } births SEC(".maps");

@@ -34,7 +34,7 @@ KK_EVENTS(struct event)
 /* socket -> when it entered its current state */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, KK_SOCKETS_MAX);
 	__type(key, struct sock *);
 	__type(value, __u64);
 } entered SEC(".maps");

@@ -27,9 +27,18 @@ struct kk_transition {
 	__u16 family;
 };
 
+/*
+ * Sockets followed at once, per map: an entry lives from a socket's first
+ * transition to its CLOSE, so this bounds the sockets open at the same time,
+ * and past it the LRU forgets the least recently active.  10,240, as bcc's and
+ * libbpf-tools' tcpstates keep: LRU maps are allocated whole at load, and
+ * 65,536 entries took ~2 ms of start-up each.
+ */
+#define KK_SOCKETS_MAX 10240
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, KK_SOCKETS_MAX);
 	__type(key, struct sock *);
 	__type(value, struct kk_task);
 } kk_owners SEC(".maps");
