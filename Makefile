@@ -77,12 +77,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-# Our own entry point, rewritten by every `make setup` (another checkout may have written it):
-# pip's console script imports re (~3 ms) before doing anything; a Ctrl-C while it imports ends
-# it quietly, as after.
+# Our own entry point, rewritten by every `make setup` (another checkout may have written it).
+# `python -IS`: no site module, .pth files or PYTHON* variables (~2 ms of start-up, and root's
+# tool ignores the environment's PYTHONPATH); kprobekit and the venv's packages are put on
+# sys.path by name instead.  A Ctrl-C while it imports ends it quietly, as after.
+VENV_SITE = $(abspath $(VENV))/lib/python$(shell $(SYSTEM_PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')/site-packages
 entry: venv
-	printf '#!%s\nimport sys\ntry:\n    from kprobekit.cli.main import main\nexcept KeyboardInterrupt:\n    sys.exit(0)\nsys.exit(main())\n' \
-		"$(abspath $(PY))" > /usr/local/bin/kprobekit
+	printf '#!%s -IS\nimport sys\nsys.path[:0] = ["%s"]\nsys.path.append("%s")\ntry:\n    from kprobekit.cli.main import main\nexcept KeyboardInterrupt:\n    sys.exit(0)\nsys.exit(main())\n' \
+		"$(abspath $(PY))" "$(abspath src)" "$(VENV_SITE)" > /usr/local/bin/kprobekit
 	chmod 755 /usr/local/bin/kprobekit
 
 # Debian's own python3 (/usr/bin/python3, what docs/library.md runs) imports kprobekit from

@@ -33,6 +33,20 @@ perf_lost_fn_t = CFUNCTYPE(None, c_void_p, c_int, c_uint64)
 ring_sample_fn_t = CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
 
 
+class object_open_opts(ctypes.Structure):
+    # struct bpf_object_open_opts, libbpf 1.1, up to btf_custom_path (sz tells libbpf where it ends)
+    _fields_ = [("sz", c_size_t), ("object_name", c_char_p), ("relaxed_maps", c_bool),
+                ("pin_root_path", c_char_p), ("_attach_prog_fd", c_uint32), ("kconfig", c_char_p),
+                ("btf_custom_path", c_char_p)]
+
+
+def open_options(kernel_btf):
+    """bpf_object_open_opts with kernel_btf as the BTF for CO-RE relocations, or None (defaults)."""
+    if not kernel_btf:
+        return None
+    return object_open_opts(sz=ctypes.sizeof(object_open_opts), btf_custom_path=kernel_btf.encode())
+
+
 class kprobe_opts(ctypes.Structure):
     # struct bpf_kprobe_opts, libbpf 1.1
     _fields_ = [("sz", c_size_t), ("bpf_cookie", c_uint64), ("offset", c_size_t), ("retprobe", c_bool)]
@@ -62,7 +76,7 @@ _PROTOS = [
     ("libbpf_probe_bpf_prog_type", c_int, [c_int, c_void_p]),
     ("libbpf_num_possible_cpus", c_int, []),
     # object
-    ("bpf_object__open_file", _opaque, [c_char_p, c_void_p]),
+    ("bpf_object__open_file", _opaque, [c_char_p, POINTER(object_open_opts)]),
     ("bpf_object__load", c_int, [_opaque]),
     ("bpf_object__close", None, [_opaque]),
     ("bpf_object__btf", _opaque, [_opaque]),
@@ -104,6 +118,7 @@ _PROTOS = [
     ("bpf_map__btf_value_type_id", c_uint32, [_opaque]),
     ("bpf_map__initial_value", c_void_p, [_opaque, POINTER(c_size_t)]),
     ("bpf_map__reuse_fd", c_int, [_opaque, c_int]),
+    ("bpf_map_create", c_int, [c_int, c_char_p, c_uint32, c_uint32, c_uint32, c_void_p]),
     ("bpf_map_lookup_elem", c_int, [c_int, c_void_p, c_void_p]),
     ("bpf_map_update_elem", c_int, [c_int, c_void_p, c_void_p, c_uint64]),
     ("bpf_map_delete_elem", c_int, [c_int, c_void_p]),
@@ -137,20 +152,31 @@ _PROTOS = [
 ]
 
 
-def _bind():
-    try:
-        so = ctypes.CDLL("libbpf.so.1", use_errno=True)
-    except OSError as e:
-        raise errors.MissingDependency(
-            "load libbpf: libbpf.so.1 not found — install it: apt-get install libbpf1") from e
-    for name, restype, argtypes in _PROTOS:
-        fn = getattr(so, name)
+class _Lib:
+    """libbpf's functions, each given its prototype from _PROTOS on first use (all of them at
+    import took ~1 ms of every start-up, for the dozen a run calls)."""
+
+    def __init__(self):
+        try:
+            self._so = ctypes.CDLL("libbpf.so.1", use_errno=True)
+        except OSError as e:
+            raise errors.MissingDependency(
+                "load libbpf: libbpf.so.1 not found — install it: apt-get install libbpf1") from e
+        self._protos = {name: (restype, argtypes) for name, restype, argtypes in _PROTOS}
+
+    def __getattr__(self, name):
+        try:
+            restype, argtypes = self._protos[name]
+        except KeyError:
+            raise AttributeError(f"libbpf function {name} has no prototype in _PROTOS") from None
+        fn = getattr(self._so, name)
         fn.restype = restype
         fn.argtypes = argtypes
-    return so
+        setattr(self, name, fn)     # found directly from now on
+        return fn
 
 
-lib = _bind()
+lib = _Lib()
 
 # libbpf's messages go to this log, never to the terminal; --verbose shows them.
 log_lines = []

@@ -8,6 +8,13 @@ import errno as _errno
 import os
 
 
+def bad_argument(message):
+    """What an argparse type function raises for an unusable value; argparse says `message`.
+    (argparse is imported only then: start-up does without it, see cli/args.py.)"""
+    import argparse
+    return argparse.ArgumentTypeError(message)
+
+
 class KprobekitError(Exception):
     """Base of every error kprobekit raises on purpose."""
 

@@ -14,12 +14,12 @@ buffers, goes through libbpf's perf_buffer.
 import ctypes
 import gc
 import mmap
+import os
 import select
 import struct
 import time
-from functools import partial
 
-from . import _libbpf
+from . import _libbpf, early
 from ._libbpf import MAP_PERF_EVENT_ARRAY, MAP_RINGBUF, lib
 from .errors import NotFound
 
@@ -59,7 +59,7 @@ class RingBuffer:
         self._stride = _HDR + ((layout.size + 7) & ~7)
         # one record with its header, as struct.iter_unpack sees a run of them
         self._run = struct.Struct("=8x" + layout.format.lstrip("=") + f"{self._stride - _HDR - layout.size}x")
-        self._new = partial(tuple.__new__, layout.record)
+        self._new = layout.record       # a tuple subclass: record(values)
 
     def fileno(self):
         return self._epoll.fileno()
@@ -158,7 +158,7 @@ class PerfBuffer:
         self._ptr = _libbpf.check_ptr(
             lib.perf_buffer__new(events_map.fd, pages, self._cbs[0], self._cbs[1], None, None),
             "open perf buffer")
-        self._new = partial(tuple.__new__, layout.record)
+        self._new = layout.record
 
     def fileno(self):
         return lib.perf_buffer__epoll_fd(self._ptr)
@@ -196,9 +196,15 @@ def prepare(obj, use_perfbuf, ring_bytes=None):
     events = obj.map("events")
     if "kk_perfbuf" in obj.rodata:
         obj.rodata["kk_perfbuf"] = use_perfbuf
+    early_ring = early.take_ring(0 if use_perfbuf else ring_bytes)
     if use_perfbuf:
         events.retype(MAP_PERF_EVENT_ARRAY, key_size=4, value_size=4,
                       max_entries=lib.libbpf_num_possible_cpus())
+    elif early_ring >= 0:
+        try:
+            events.reuse_fd(early_ring)     # the one kprobekit.early made while Python imported
+        finally:
+            os.close(early_ring)
     elif ring_bytes:
         events.resize(ring_bytes)
 

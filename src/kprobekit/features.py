@@ -95,15 +95,6 @@ def forget():
 
 # --- the disk cache ---
 
-def _boot_key():
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            boot = f.read().strip()
-    except OSError:
-        return None
-    return f"{boot} {os.uname().release}"
-
-
 def _load_disk():
     global _disk
     if _disk is None:
@@ -113,7 +104,7 @@ def _load_disk():
                 lines = f.read().split("\n")
         except OSError:
             return _disk
-        if lines[:2] == [_boot_key(), str(os.geteuid())]:
+        if lines[:2] == [kernel.boot_key(), str(os.geteuid())]:
             for line in lines[2:]:
                 parts = line.split("\t", 2)
                 if len(parts) == 3:
@@ -137,7 +128,7 @@ def _to_disk(f):
         os.makedirs(CACHE_DIR, mode=0o755, exist_ok=True)
         tmp = f"{CACHE_FILE}.{os.getpid()}"
         with open(tmp, "w") as f:
-            f.write(f"{_boot_key()}\n{os.geteuid()}\n")
+            f.write(f"{kernel.boot_key()}\n{os.geteuid()}\n")
             for name, (ok, reason) in disk.items():
                 f.write(f"{name}\t{int(ok)}\t{reason}\n")
         os.replace(tmp, CACHE_FILE)

@@ -17,6 +17,17 @@ CAPS = {21: "CAP_SYS_ADMIN", 38: "CAP_PERFMON", 39: "CAP_BPF"}
 _why_not = {}
 
 
+def boot_key():
+    """This boot of this kernel ("BOOT-ID RELEASE"), or None: what caches of kernel facts are keyed by
+    (a shared /run, e.g. a VM's view of its host's, must not hand one kernel's answers to another)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+    except OSError:
+        return None
+    return f"{boot} {os.uname().release}"
+
+
 def why_not(fstype):
     """The one-line reason the filesystem is unusable ("" if it is usable or was never asked for)."""
     return _why_not.get(fstype, "")

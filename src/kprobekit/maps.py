@@ -109,7 +109,11 @@ class Map:
 
     def reuse(self, other):
         """Before load: share another loaded object's map (several objects, one ring buffer)."""
-        _libbpf.check_int(lib.bpf_map__reuse_fd(self._ptr, other.fd), f"share map {self.name}")
+        self.reuse_fd(other.fd)
+
+    def reuse_fd(self, fd):
+        """Before load: use the map fd refers to (libbpf takes its own copy of fd)."""
+        _libbpf.check_int(lib.bpf_map__reuse_fd(self._ptr, fd), f"share map {self.name}")
 
     @property
     def value_type_id(self):

@@ -7,7 +7,7 @@ SIGINT/SIGTERM.
 
 import os
 
-from . import _libbpf, link
+from . import _libbpf, early, link
 from ._libbpf import lib
 from .btf import BTF
 from .errors import KprobekitError, NotFound, PermissionDenied, VerifierError, ROOT_HINT
@@ -20,19 +20,28 @@ OBJECTS_DIR = os.path.join(os.path.dirname(__file__), "objects")
 _open_objects = set()
 
 
+def resolve(name_or_path):
+    """The path of a packaged object by name ('tcpconnect'), or the path given."""
+    p = str(name_or_path)
+    return p if p.endswith(".o") or os.sep in p else object_path(p)
+
+
 def object_path(name):
     """The packaged object for a tool or probe name, e.g. 'tcpconnect'."""
     return os.path.join(OBJECTS_DIR, f"{name}.bpf.o")
 
 
 class Object:
-    def __init__(self, path):
+    def __init__(self, path, kernel_btf=None):
+        """kernel_btf: a BTF file for CO-RE relocations instead of the kernel's own (minbtf)."""
         self.path = str(path)
         self.name = os.path.basename(self.path).split(".", 1)[0]
         if not os.path.exists(self.path):
             raise NotFound(f"open {self.path}: no such BPF object — run `make bpf`")
-        self._ptr = _libbpf.check_ptr(lib.bpf_object__open_file(self.path.encode(), None),
-                                      f"open BPF object {self.path}")
+        self.kernel_btf = kernel_btf
+        self._ptr = early.take_object(self.path, kernel_btf) or _libbpf.check_ptr(
+            lib.bpf_object__open_file(self.path.encode(), _libbpf.open_options(kernel_btf)),
+            f"open BPF object {self.path}")
         self._links = []
         self._loaded = False
         self.programs = {}
@@ -56,10 +65,9 @@ class Object:
         _open_objects.add(self)
 
     @classmethod
-    def open(cls, name_or_path):
+    def open(cls, name_or_path, kernel_btf=None):
         """A packaged object by name ('tcpconnect') or any .bpf.o by path."""
-        p = str(name_or_path)
-        return cls(p if p.endswith(".o") or os.sep in p else object_path(p))
+        return cls(resolve(name_or_path), kernel_btf)
 
     def __repr__(self):
         return f"<Object {self.name} {'loaded' if self._loaded else 'opened'}>"

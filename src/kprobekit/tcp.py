@@ -6,6 +6,7 @@ owners) and kk_tcp.bpf.h (addresses and ports of a socket or a packet).
 """
 
 from .cli.runner import port_list
+from .errors import bad_argument
 from .tool import Option
 
 # include/net/tcp_states.h
@@ -52,12 +53,11 @@ REMOTE_PORTS = Option("-D", "--remoteport", type=port_list, rodata="filter_rport
 
 def address_arg(text):
     """An address for a BPF filter (argparse type): 16 bytes, IPv4 as IPv4-mapped IPv6 (::ffff:a.b.c.d)."""
-    import argparse
     import ipaddress
     try:
         a = ipaddress.ip_address(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid address {text!r}") from None
+        raise bad_argument(f"invalid address {text!r}") from None
     if a.version == 4:
         a = ipaddress.IPv6Address(b"\0" * 10 + b"\xff\xff" + a.packed)
     return list(a.packed)

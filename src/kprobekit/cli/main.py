@@ -25,6 +25,12 @@ COMMANDS = {
 }
 
 
+# Tools streaming events from the object of their name: its kernel-side set-up (BTF, ring
+# buffer) starts on a thread while the tool is imported (kprobekit/early.py).
+EARLY_START = {"tcpconnect", "solisten", "bindsnoop", "tcpaccept", "tcpstates", "tcplife", "tcpdrop",
+               "tcpretrans"}
+
+
 def usage(out):
     print("usage: kprobekit COMMAND [options]   (kprobekit COMMAND --help for its options)\n", file=out)
     print("commands:", file=out)
@@ -109,6 +115,9 @@ def _dispatch(argv):
     if name not in COMMANDS:
         print(f"kprobekit: unknown command {name!r} — commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    if name in EARLY_START and not {"-h", "--help"} & set(rest):
+        from .. import early, events
+        early.start_tool(name, events.TOOL_RING_BYTES)
     module = importlib.import_module(COMMANDS[name][0])
     tool = getattr(module, "TOOL", None)
     if tool is not None:

@@ -1,6 +1,5 @@
 """Text columns and JSON lines for a Tool's records."""
 
-import json
 import os
 import sys
 
@@ -93,7 +92,7 @@ def report_lost(lost, as_json):
         return
     if as_json and not unwritten:
         try:
-            emit(json.dumps({"lost": total}) + "\n")
+            emit(f'{{"lost": {total}}}\n')
             return
         except (Stalled, BrokenPipeError, OutputError):
             pass
@@ -156,20 +155,26 @@ def _cached(convert):
     return get
 
 
-def _json_value(v, _str=json.encoder.encode_basestring_ascii, _dumps=json.dumps):
-    """One value as json.dumps writes it inside an object."""
-    t = type(v)
-    if t is int:
-        return int.__repr__(v)
-    if t is str:
-        return _str(v)
-    if v is None:
-        return "null"
-    if t is float and v - v == 0:      # finite: json.dumps writes NaN/Infinity otherwise
-        return float.__repr__(v)
-    if t is bool:
-        return "true" if v else "false"
-    return _dumps(jsonable(v))
+def _json_value_writer():
+    """value -> its text as json.dumps writes it inside an object.  (json is imported here, for
+    --json only: with the re module it loads, it is ~2 ms of start-up.)"""
+    import json
+    escaped, dumps = json.encoder.encode_basestring_ascii, json.dumps
+
+    def json_value(v):
+        t = type(v)
+        if t is int:
+            return int.__repr__(v)
+        if t is str:
+            return escaped(v)
+        if v is None:
+            return "null"
+        if t is float and v - v == 0:      # finite: json.dumps writes NaN/Infinity otherwise
+            return float.__repr__(v)
+        if t is bool:
+            return "true" if v else "false"
+        return dumps(jsonable(v))
+    return json_value
 
 
 class _Compiler:
@@ -181,8 +186,7 @@ class _Compiler:
         self.unknown = run.backend.unknown if run.backend is not None else frozenset()
         layout = getattr(run, "layout", None)
         self.fields = {f.name: f for f in layout.fields} if layout is not None else {}
-        self.env = {"run": run, "_json": _json_value, "_jstr": _cached(lambda s: _json_value(s)),
-                    "_format": format}
+        self.env = {"run": run}
         self._str_conv = btf._to_str
         self._addr_conv = btf._to_addr
         self.n = 0
@@ -271,6 +275,8 @@ class TextSink:
 class JsonSink:
     def __init__(self, tool, run):
         comp = _Compiler(run)
+        json_value = _json_value_writer()
+        comp.env.update(_json=json_value, _jstr=_cached(json_value))
         pieces = []
         json_fields = list(tool.json_fields)
         stack = _stack_getter(tool, run)
@@ -285,7 +291,7 @@ class JsonSink:
                 value = f"int.__repr__({expr})" if comp.fields[field].fmt[-1] != "s" else f"_json({expr})"
             else:
                 value = f"_json({expr})"
-            pieces.append(f"{json.dumps(key)}: {{{value}}}")
+            pieces.append(f"{json_value(key)}: {{{value}}}")
         line = "{{" + ", ".join(pieces) + "}}"
         self._batch = comp.compile("f" + repr(line), [])
 

@@ -4,40 +4,18 @@ Every failure a user can cause or meet ends here as one line on stderr and
 exit code 2; libbpf's log appears only with --verbose.
 """
 
-import argparse
+import _signal as signal     # not `signal`: its enum import costs start-up time (cli/__init__.py)
 import os
-import signal
 import sys
 
-from .. import _libbpf, errors, events, features, kernel
-from ..object import Object
-from . import output
+from .. import _libbpf, errors, events, features, kernel, minbtf
+from ..object import Object, resolve
+from . import args as args_, output
 
 EXIT_OK, EXIT_ERROR = 0, 2
 
 # How each hook is called in "X unavailable" messages.
 _FEATURE_WORDS = {"kprobe": "kprobes", "kretprobe": "kretprobes", "tracepoint": "tracepoints"}
-
-
-def _help_formatter(prog):
-    """argparse's formatter, given its width so that argparse does not import shutil (~2 ms) at start."""
-    try:
-        width = int(os.environ["COLUMNS"])
-    except (KeyError, ValueError):
-        try:
-            width = os.get_terminal_size(sys.stderr.fileno()).columns
-        except OSError:
-            width = 80
-    return argparse.RawDescriptionHelpFormatter(prog, width=max(width - 2, 40))
-
-
-class _Parser(argparse.ArgumentParser):
-    def __init__(self, **kw):
-        kw.setdefault("formatter_class", _help_formatter)
-        super().__init__(**kw)
-
-    def error(self, message):
-        raise errors.UsageError(f"{message} — see --help")
 
 
 class _StopFlag:
@@ -56,7 +34,7 @@ class _StopFlag:
 def whole_number(text, what):
     """A non-negative decimal integer written with ASCII digits, else an argparse error naming `what`."""
     if not (text.isascii() and text.isdigit()):
-        raise argparse.ArgumentTypeError(f"invalid {what} {text!r}: not a number")
+        raise errors.bad_argument(f"invalid {what} {text!r}: not a number")
     return int(text)
 
 
@@ -68,9 +46,9 @@ def seconds_arg(text):
     try:
         v = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid interval {text!r}: not a number of seconds") from None
+        raise errors.bad_argument(f"invalid interval {text!r}: not a number of seconds") from None
     if not 0 < v <= MAX_SECONDS:      # also false for nan
-        raise argparse.ArgumentTypeError(f"invalid interval {text!r}: must be more than 0 and at most "
+        raise errors.bad_argument(f"invalid interval {text!r}: must be more than 0 and at most "
                                          f"{MAX_SECONDS} seconds")
     return v
 
@@ -78,9 +56,9 @@ def seconds_arg(text):
 def pid_arg(text):
     pid = whole_number(text, "PID")
     if pid <= 0:
-        raise argparse.ArgumentTypeError(f"invalid PID {pid}: must be positive")
+        raise errors.bad_argument(f"invalid PID {pid}: must be positive")
     if not os.path.exists(f"/proc/{pid}"):
-        raise argparse.ArgumentTypeError(f"no process with PID {pid}")
+        raise errors.bad_argument(f"no process with PID {pid}")
     return pid
 
 
@@ -92,10 +70,10 @@ def port_list(text):
     for part in text.split(","):
         port = whole_number(part, "port")
         if not 1 <= port <= 65535:
-            raise argparse.ArgumentTypeError(f"invalid port {port}: must be 1-65535")
+            raise errors.bad_argument(f"invalid port {port}: must be 1-65535")
         ports.append(port)
     if len(ports) > MAX_PORTS:
-        raise argparse.ArgumentTypeError(f"at most {MAX_PORTS} ports")
+        raise errors.bad_argument(f"at most {MAX_PORTS} ports")
     return ports
 
 
@@ -103,16 +81,16 @@ def netns_arg(text):
     """A network namespace by inode number (`ls -L -i /proc/PID/ns/net`, `lsns -t net`)."""
     inode = whole_number(text, "network namespace inode")
     if not 0 < inode < 2**32:
-        raise argparse.ArgumentTypeError(f"invalid network namespace {inode}: inode numbers are 1-4294967295")
+        raise errors.bad_argument(f"invalid network namespace {inode}: inode numbers are 1-4294967295")
     return inode
 
 
 def cgroup_arg(path):
     """A cgroup v2 directory -> its id (the inode number, what bpf_get_current_cgroup_id() returns)."""
     if not os.path.isdir(path):
-        raise argparse.ArgumentTypeError(f"invalid cgroup {path!r}: not a directory")
+        raise errors.bad_argument(f"invalid cgroup {path!r}: not a directory")
     if not os.path.exists(os.path.join(path, "cgroup.controllers")):
-        raise argparse.ArgumentTypeError(f"invalid cgroup {path!r}: not in a cgroup v2 hierarchy "
+        raise errors.bad_argument(f"invalid cgroup {path!r}: not in a cgroup v2 hierarchy "
                                          "(see `mount -t cgroup2`)")
     return os.stat(path).st_ino
 
@@ -120,32 +98,42 @@ def cgroup_arg(path):
 def uid_arg(text):
     uid = whole_number(text, "UID")
     if not 0 <= uid < 2**32 - 1:
-        raise argparse.ArgumentTypeError(f"invalid UID {uid}")
+        raise errors.bad_argument(f"invalid UID {uid}")
     return uid
 
 
-def build_parser(tool):
-    names = ", ".join(b.name for b in tool.backends)
-    p = _Parser(prog=f"kprobekit {tool.name}", description=tool.description or tool.summary,
-                epilog=tool.examples)
+def arguments(tool):
+    """Every argument of the tool's command line, as cli/args.py takes them."""
+    out = []
     if tool.pid_filter:
-        p.add_argument("-p", "--pid", type=pid_arg, help="trace this process only (filtered in the kernel)")
-    groups = {}
-    for opt in tool.options:
-        where = p
-        if opt.exclusive:       # e.g. -4 and -6: one of them, or neither
-            where = groups.get(opt.exclusive) or groups.setdefault(opt.exclusive, p.add_mutually_exclusive_group())
-        where.add_argument(*opt.flags, **opt.kw)
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--backend", default="auto", choices=["auto"] + [b.name for b in tool.backends],
-                   help=f"kernel hook to use (default: the best this kernel allows, in order: {names})")
-    p.add_argument("--buffer", default="auto", choices=["auto", "ring", "perf"],
-                   help="event transport (default: ring buffer where the kernel has one)")
-    p.add_argument("-v", "--verbose", action="store_true", help="show libbpf's log and error details")
+        out.append((("-p", "--pid"), {"type": pid_arg, "help": "trace this process only (filtered in the kernel)"},
+                    None))
+    out += [(opt.flags, opt.kw, opt.exclusive) for opt in tool.options]
+    names = ", ".join(b.name for b in tool.backends)
+    out += [
+        (("--json",), {"action": "store_true", "help": "one JSON object per line"}, None),
+        (("--backend",), {"default": "auto", "choices": ["auto"] + [b.name for b in tool.backends],
+                          "help": f"kernel hook to use (default: the best this kernel allows, in order: {names})"},
+         None),
+        (("--buffer",), {"default": "auto", "choices": ["auto", "ring", "perf"],
+                         "help": "event transport (default: ring buffer where the kernel has one)"}, None),
+        (("-v", "--verbose"), {"action": "store_true", "help": "show libbpf's log and error details"}, None),
+    ]
+    return out
+
+
+def build_parser(tool):
+    """The tool's argparse parser: what --help shows and what words the errors."""
+    epilog = tool.examples
     backend_notes = [f"  {b.name}: {b.note}" for b in tool.backends if b.note]
     if backend_notes:
-        p.epilog = "backends:\n" + "\n".join(backend_notes) + ("\n\n" + tool.examples if tool.examples else "")
-    return p
+        epilog = "backends:\n" + "\n".join(backend_notes) + ("\n\n" + tool.examples if tool.examples else "")
+    return args_.build(arguments(tool), prog=f"kprobekit {tool.name}",
+                       description=tool.description or tool.summary, epilog=epilog)
+
+
+def parse_args(tool, argv):
+    return args_.parse(arguments(tool), argv, lambda: build_parser(tool))
 
 
 def _missing(backend):
@@ -210,7 +198,8 @@ def setup(tool, args):
     if args.buffer == "ring" and not features.have("ringbuf"):
         raise errors.NotSupported(f"use ring buffer: {features.probe('ringbuf').reason}",
                                   feature="ringbuf", hint="use --buffer perf")
-    obj = Object.open(tool.bpf)
+    path = resolve(tool.bpf)
+    obj = Object(path, kernel_btf=minbtf.cached(path))
     try:
         obj.set_autoload(backend.program_names(obj))
         if tool.pid_filter and args.pid:
@@ -230,7 +219,7 @@ def setup(tool, args):
 def run(tool, argv):
     args = None
     try:
-        args = build_parser(tool).parse_args(argv)
+        args = parse_args(tool, argv)
         _libbpf.set_verbose(args.verbose)
         return _trace(tool, args)
     except errors.KprobekitError as e:
@@ -301,6 +290,8 @@ def _trace(tool, args):
             stream.close()
         if obj is not None:
             obj.close()
+            if obj.kernel_btf is None:
+                minbtf.make(obj.path)     # the next run's start-up skips most of the kernel's BTF
         features.release()
     output.report_lost(lost, args.json)
     return EXIT_OK
@@ -336,7 +327,7 @@ def _open_stacks(run_, obj):
 
 def command_parser(name, description, examples=""):
     """An argparse parser for a command that is not a declared Tool, with the common flags."""
-    p = _Parser(prog=f"kprobekit {name}", description=description, epilog=examples)
+    p = args_.new_parser(prog=f"kprobekit {name}", description=description, epilog=examples)
     p.add_argument("-v", "--verbose", action="store_true", help="show libbpf's log and error details")
     return p
 

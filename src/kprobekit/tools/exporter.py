@@ -8,7 +8,6 @@ events.  A config file (exporter_config.py) adds function latencies, counts
 of trace specs and a user's own objects.
 """
 
-import argparse
 import mmap
 import sys
 import threading
@@ -16,7 +15,7 @@ import time
 
 from .. import events, features, kernel, metrics
 from ..cli.runner import check_privileges, choose_backend, command_parser, netns_arg, run_command
-from ..errors import MissingDependency, NotFound, NotSupported, UsageError
+from ..errors import MissingDependency, bad_argument, NotFound, NotSupported, UsageError
 from ..object import Object
 from ..tcp import STATES
 
@@ -36,7 +35,7 @@ See docs/exporter.md for the metrics, the config file and deployment."""
 def listen_arg(text):
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"invalid address {text!r}: expected ADDR:PORT (e.g. 127.0.0.1:9435)")
+        raise bad_argument(f"invalid address {text!r}: expected ADDR:PORT (e.g. 127.0.0.1:9435)")
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)
 

@@ -1,9 +1,8 @@
 """tcpdrop: TCP packets the kernel drops, with the reason and the kernel stack.  BPF side: bpf/tcpdrop.bpf.c."""
 
-import argparse
-
 from ..btf import kernel_enum
 from ..cli.runner import port_list
+from ..errors import bad_argument
 from ..tcp import endpoint, flag_names, state_of
 from ..tool import IPV4_ONLY, IPV6_ONLY, Backend, Column, Option, Tool, elapsed, wall_time
 
@@ -30,9 +29,9 @@ def reason_arg(text):
         if name in (want, text.upper()) and value:
             return value
     if not known:
-        raise argparse.ArgumentTypeError("filter by drop reason: this kernel's BTF has no enum skb_drop_reason")
+        raise bad_argument("filter by drop reason: this kernel's BTF has no enum skb_drop_reason")
     near = sorted(n for n in known.values() if want[:3] in n)[:6]
-    raise argparse.ArgumentTypeError(f"unknown drop reason {text!r}" + (f"; close: {', '.join(near)}" if near else ""))
+    raise bad_argument(f"unknown drop reason {text!r}" + (f"; close: {', '.join(near)}" if near else ""))
 
 
 def _reason(rec, run):

@@ -17,9 +17,10 @@ TOOL = Tool(
                 "(their sequence numbers): at most 2 more than the data.  Sessions opened before\n"
                 "tracing began are not reported.\n\n" + OWNER_HELP + "\n-p PID selects by that owner.",
     backends=[
+        # the plain tracepoint first, as in tcpstates
+        Backend("tracepoint", ["tp_set_state"], needs=["tracepoint"], note="sock:inet_sock_set_state"),
         Backend("tp_btf", ["btf_set_state"], needs=["tp_btf"],
                 note="tp_btf on inet_sock_set_state (typed struct sock *)"),
-        Backend("tracepoint", ["tp_set_state"], needs=["tracepoint"], note="sock:inet_sock_set_state"),
     ],
     options=[
         TIMESTAMP,

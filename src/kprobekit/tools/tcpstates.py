@@ -18,9 +18,11 @@ TOOL = Tool(
     description="Trace TCP state changes, with the time spent in the previous state (MS; 0 when the\n"
                 "socket was not seen entering it).\n\n" + OWNER_HELP + "\n-p PID selects by that owner.",
     backends=[
+        # the plain tracepoint first, as libbpf-tools: its fields are all the tool needs, and it
+        # loads without the kernel's whole BTF (minbtf)
+        Backend("tracepoint", ["tp_set_state"], needs=["tracepoint"], note="sock:inet_sock_set_state"),
         Backend("tp_btf", ["btf_set_state"], needs=["tp_btf"],
                 note="tp_btf on inet_sock_set_state (typed struct sock *)"),
-        Backend("tracepoint", ["tp_set_state"], needs=["tracepoint"], note="sock:inet_sock_set_state"),
     ],
     options=[
         TIMESTAMP,

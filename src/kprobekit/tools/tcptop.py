@@ -1,18 +1,18 @@
 """tcptop: TCP connections by bytes sent and received per interval.  BPF side: bpf/tcptop.bpf.c."""
 
-import argparse
 import json
 import os
 import time
 
 from ..cli.runner import seconds_arg, whole_number
+from ..errors import bad_argument
 from ..tcp import LOCAL_PORTS, REMOTE_PORTS, endpoint
 from ..tool import IPV4_ONLY, IPV6_ONLY, Backend, Flag, Option, Tool
 
 
 def _count(text):
     if whole_number(text, "count") == 0:
-        raise argparse.ArgumentTypeError(f"invalid count {text!r}: must be a positive number")
+        raise bad_argument(f"invalid count {text!r}: must be a positive number")
     return int(text)
 
 
