@@ -15,6 +15,7 @@ import time
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
+SRC = os.path.join(ROOT, "src")
 BUILD = os.path.join(BENCH, "build")
 RESULTS = os.path.join(BENCH, "results")
 STORM = os.path.join(BUILD, "storm")

@@ -9,10 +9,10 @@ import time
 
 t_first_line = time.monotonic()   # the interpreter and site (.pth files) are done
 
-import json  # noqa: E402
 import sys  # noqa: E402
 
 t0 = float(sys.argv[1])
+sys.path.insert(0, sys.argv[2])    # run with -IS, as /usr/local/bin/kprobekit runs
 marks = {"interpreter + site": t_first_line}
 
 
@@ -20,35 +20,34 @@ def mark(name):
     marks[name] = time.monotonic()
 
 
-import re  # noqa: E402,F401  (the pip entry-point script imports it first)
 from kprobekit.cli import main as cli_main  # noqa: E402,F401
 mark("import kprobekit.cli.main")
-import ctypes  # noqa: E402,F401
-mark("import ctypes")
+from kprobekit import early, events  # noqa: E402
+early.start_tool("tcpconnect", events.TOOL_RING_BYTES)     # as cli.main does for event tools
+mark("start BTF + ring buffer on a thread (kprobekit.early)")
 from kprobekit import _libbpf  # noqa: E402
-mark("import _libbpf (dlopen libbpf, prototypes)")
 from kprobekit.cli import runner  # noqa: E402
-mark("import cli.runner (argparse, object, btf, maps, features)")
+mark("import cli.runner (object, btf, maps, features)")
 from kprobekit.tools.tcpconnect import TOOL  # noqa: E402
 from kprobekit import events, features  # noqa: E402
 from kprobekit.object import Object  # noqa: E402
 mark("import tools.tcpconnect")
-args = runner.build_parser(TOOL).parse_args([])
-mark("argparse")
+args = runner.parse_args(TOOL, [])
+mark("arguments")
 runner.check_privileges()
 features.have("btf")
 backend, _ = runner.choose_backend(TOOL, args.backend)
 use_perf = not features.have("ringbuf")
 mark("features (cache) + backend choice")
 obj = Object.open(TOOL.bpf)
-mark("bpf_object__open_file")
+mark("bpf_object__open_file (or the early one, once ready)")
 obj.set_autoload(backend.programs)
 for opt in TOOL.options:
     opt.apply(args, obj.rodata)
-events.prepare(obj, use_perf)
+events.prepare(obj, use_perf, events.TOOL_RING_BYTES)
 mark("autoload, .rodata, events map")
 obj.load()
-mark("bpf_object__load (CO-RE vs vmlinux BTF, verifier)")
+mark("bpf_object__load (CO-RE, verifier)")
 obj.attach()
 mark("attach")
 stream = events.open_stream(obj)
@@ -67,4 +66,4 @@ out, prev = {}, t0
 for name, ts in marks.items():
     out[name] = (ts - t0) * 1000
 out["(separately) parse vmlinux BTF once"] = vmlinux_ms
-json.dump(out, sys.stdout)
+print("{" + ", ".join(f'"{k}": {v}' for k, v in out.items()) + "}")
