@@ -183,7 +183,9 @@ def _fake_ring(layout, n):
     size = 1 << (n * stride - 1).bit_length()
     page = mmap.PAGESIZE
     rb.layout, rb._lost_counter = layout, None
-    rb._size, rb._mask, rb._page = size, size - 1, page
+    ring = events._Ring.__new__(events._Ring)
+    ring.size, ring.mask, ring.page = size, size - 1, page
+    rb._rings = [ring]
     rb.rec_size, rb._stride = layout.size, stride
     rb._run = struct.Struct("=8x" + layout.format.lstrip("=") + f"{stride - 8 - layout.size}x")
     from functools import partial
@@ -195,7 +197,7 @@ def _fake_ring(layout, n):
         struct.pack_into("=I", data, off, layout.size)
         data[off + 8:off + 8 + layout.size] = rec
     struct.pack_into("=Q", data, 0, n * stride)
-    rb._prod, rb._data, rb._cons = data, memoryview(data), bytearray(8)
+    ring.prod, ring.data, ring.cons = data, memoryview(data), bytearray(8)
     return rb, data, stride
 
 
@@ -225,12 +227,12 @@ def micro(n, repeat=7):
     layout = _layout()
     rb, data, stride = _fake_ring(layout, n)
     view = memoryview(data)
-    page, size, unpack_from, new = rb._page, layout.size, layout.struct.unpack_from, layout.record
+    page, size, unpack_from, new = rb._rings[0].page, layout.size, layout.struct.unpack_from, layout.record
     cstruct = _ctypes_struct(layout)
     assert ctypes.sizeof(cstruct) >= layout.size
 
     def fast_path():
-        rb._cons = bytearray(8)
+        rb._rings[0].cons = bytearray(8)
         return list(map(rb._new, rb.read_raw()))
 
     def per_record_unpack():

@@ -230,7 +230,7 @@ static __always_inline int finish_event(void *ctx, struct plan *plan, struct eve
 	if (kk_metrics)
 		return count_event(e);
 	if (kk_perfbuf ? bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, e, sizeof(*e))
-		       : kk_ringbuf_output(&events, e, sizeof(*e)))
+		       : kk_ringbuf_output(e, sizeof(*e)))
 		__sync_fetch_and_add(&kk_lost, 1);	/* see kk_submit() */
 	return 0;
 }

@@ -28,24 +28,26 @@ def ring_with(records, start, size=4096):
     page = mmap.PAGESIZE
     rb = events.RingBuffer.__new__(events.RingBuffer)
     rb.layout, rb._lost_counter = layout, None
-    rb._size, rb._mask, rb._page = size, size - 1, page
+    ring = events._Ring.__new__(events._Ring)
+    ring.size, ring.mask, ring.page = size, size - 1, page
+    rb._rings = [ring]
     rb.rec_size, rb._stride = layout.size, 8 + ((layout.size + 7) & ~7)
     rb._run = struct.Struct("=8x" + layout.format.lstrip("=") + f"{rb._stride - 8 - layout.size}x")
     rb._new = partial(tuple.__new__, tuple)
-    ring = bytearray(size)
+    buf = bytearray(size)
     pos = start
     for rec in records:
         blob = struct.pack("=I4x", layout.size) + layout.struct.pack(*rec)
         blob += bytes(rb._stride - len(blob))
         for i, b in enumerate(blob):
-            ring[(pos + i) % size] = b
+            buf[(pos + i) % size] = b
         pos += len(blob)
     data = bytearray(page + 2 * size)
-    data[page:page + size] = ring
-    data[page + size:] = ring
+    data[page:page + size] = buf
+    data[page + size:] = buf
     struct.pack_into("=Q", data, 0, pos)
-    rb._prod, rb._data = data, memoryview(data)
-    rb._cons = bytearray(struct.pack("=Q", start))
+    ring.prod, ring.data = data, memoryview(data)
+    ring.cons = bytearray(struct.pack("=Q", start))
     return rb, pos
 
 
@@ -54,5 +56,5 @@ def test_records_across_the_end_of_the_ring(start):
     recs = [(i, 0xA0000000 + i, 0xB000000000000000 + i) for i in range(100)]
     rb, end = ring_with(recs, start)
     assert rb.read_raw() == recs
-    assert struct.unpack_from("=Q", rb._cons)[0] == end
+    assert struct.unpack_from("=Q", rb._rings[0].cons)[0] == end
     assert rb.read_raw() == []

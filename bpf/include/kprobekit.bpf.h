@@ -40,37 +40,42 @@ struct {
 } events SEC(".maps");
 
 /*
- * bpf_ringbuf_reserve(), tried up to four times.  Since 6.15 the ring's lock is
- * a "resilient" spinlock that refuses rather than deadlock, and some kernels
- * (paravirtualised guests, before the rqspinlock fixes of early 2026) refuse now
- * and then under contention with no deadlock and no full ring: a few events per
- * 100,000 on a 2-CPU loopback storm, and the next try succeeds.  A full ring
- * fails every try, and that loss is counted by the caller.
+ * A record the events ring's lock keeps refusing goes to this second ring,
+ * which has a lock of its own; user space reads both.  Since 6.15 a ring's lock
+ * is a "resilient" spinlock that refuses rather than deadlock, and some kernels
+ * (paravirtualised guests, before the rqspinlock fixes of early 2026) refuse
+ * now and then under contention with no deadlock and the ring nearly empty: a
+ * few events per 100,000 on a 2-CPU loopback storm here, most taken by the
+ * second try, some refused 64 times in a row.  Each ring is tried
+ * KK_RING_TRIES times; both full is the loss the caller counts.
  */
-static __always_inline void *kk_ringbuf_reserve(void *ring, __u64 size)
-{
-	void *e = bpf_ringbuf_reserve(ring, size, 0);
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 * 1024);		/* a perf array too on kernels without ring buffers */
+} kk_spare SEC(".maps");
 
-	if (!e)
-		e = bpf_ringbuf_reserve(ring, size, 0);
-	if (!e)
-		e = bpf_ringbuf_reserve(ring, size, 0);
-	if (!e)
-		e = bpf_ringbuf_reserve(ring, size, 0);
+#define KK_RING_TRIES 8
+
+static __always_inline void *kk_ringbuf_reserve(__u64 size)
+{
+	void *e = 0;
+
+	for (int i = 0; i < KK_RING_TRIES && !e; i++)
+		e = bpf_ringbuf_reserve(&events, size, 0);
+	for (int i = 0; i < KK_RING_TRIES && !e; i++)
+		e = bpf_ringbuf_reserve(&kk_spare, size, 0);
 	return e;
 }
 
-/* bpf_ringbuf_output() with the same tries; 0 or a negative error. */
-static __always_inline long kk_ringbuf_output(void *ring, void *data, __u64 size)
+/* bpf_ringbuf_output() to the events ring, else the spare; 0 or a negative error. */
+static __always_inline long kk_ringbuf_output(void *data, __u64 size)
 {
-	long err = bpf_ringbuf_output(ring, data, size, 0);
+	long err = -1;
 
-	if (err)
-		err = bpf_ringbuf_output(ring, data, size, 0);
-	if (err)
-		err = bpf_ringbuf_output(ring, data, size, 0);
-	if (err)
-		err = bpf_ringbuf_output(ring, data, size, 0);
+	for (int i = 0; i < KK_RING_TRIES && err; i++)
+		err = bpf_ringbuf_output(&events, data, size, 0);
+	for (int i = 0; i < KK_RING_TRIES && err; i++)
+		err = bpf_ringbuf_output(&kk_spare, data, size, 0);
 	return err;
 }
 
@@ -94,7 +99,7 @@ static __always_inline event_t *kk_reserve(void)					\
 									\
 	if (kk_perfbuf)							\
 		return bpf_map_lookup_elem(&kk_scratch, &zero);		\
-	e = kk_ringbuf_reserve(&events, sizeof(event_t));		\
+	e = kk_ringbuf_reserve(sizeof(event_t));			\
 	if (!e)								\
 		__sync_fetch_and_add(&kk_lost, 1);			\
 	return e;							\

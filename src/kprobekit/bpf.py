@@ -292,8 +292,11 @@ class BPF:
             m = self.object.map(name)
             layout = self._layout(name, struct)
             if m.type == MAP_RINGBUF:
-                lost = _events._bss_counter(self.object, "kk_lost") if name == "events" else None
-                reader = _events.RingBuffer(m, layout, lost)
+                lost = spare = None
+                if name == "events":
+                    lost = _events._bss_counter(self.object, "kk_lost")
+                    spare = self.object.maps.get("kk_spare")
+                reader = _events.RingBuffer(m, layout, lost, spare)
             elif m.type == MAP_PERF_EVENT_ARRAY:
                 reader = _events.PerfBuffer(m, layout)
             else:

@@ -31,7 +31,69 @@ _u32 = struct.Struct("=I")
 _u64 = struct.Struct("=Q")
 
 
+class _Ring:
+    """One BPF ring buffer's memory, mapped as kernel/bpf/ringbuf.c lays it out: a writable consumer
+    page, then the producer page and the data pages, the data mapped twice in a row so that a record
+    that wraps is still contiguous."""
+
+    def __init__(self, ring_map):
+        self.fd = ring_map.fd
+        self.size = ring_map.max_entries
+        self.mask = self.size - 1
+        self.page = page = mmap.PAGESIZE
+        self.cons = mmap.mmap(self.fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+        self.prod = mmap.mmap(self.fd, page + 2 * self.size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+        self.data = memoryview(self.prod)
+
+    def pending(self):
+        return _u64.unpack_from(self.prod, 0)[0] != _u64.unpack_from(self.cons, 0)[0]
+
+    def read(self, out, size, stride, run, unpack_one, unpack_joined):
+        """Appends everything committed so far to out, as plain tuples in field order."""
+        cons = _u64.unpack_from(self.cons, 0)[0]
+        prod = _u64.unpack_from(self.prod, 0)[0]
+        data, page, mask = self.data, self.page, self.mask
+        # The second mapping of the data is never read: each of its pages read once would stay in
+        # this process's RSS, which would creep by up to the ring's size over a long run.
+        end = page + self.size
+        while cons < prod:
+            off = page + (cons & mask)
+            n = min((prod - cons) // stride, (end - off) // stride)
+            if n:
+                # Fast path: a run of committed records of the event's size.
+                heads = data[off:off + n * stride].cast("I")[::stride // 4].tolist()
+                if heads.count(size) != n:
+                    n = next(i for i, h in enumerate(heads) if h != size)
+                if n:
+                    out.extend(run.iter_unpack(data[off:off + n * stride]))
+                    cons += n * stride
+                    continue
+            head = _u32.unpack_from(data, off)[0]
+            if head & _BUSY:
+                break           # reserved, not yet committed: records after it wait
+            length = head & ~(_BUSY | _DISCARD)
+            if not head & _DISCARD and length >= size:
+                start = off + _HDR
+                if start + size <= end:
+                    out.append(unpack_one(data, start))
+                else:           # a record that wraps: its two parts from the first mapping
+                    first = data[start:end].tobytes() if start < end else b""
+                    rest = size - len(first)
+                    from_ = page + max(0, start - end)
+                    out.append(unpack_joined(first + data[from_:from_ + rest].tobytes()))
+            cons += (_HDR + length + 7) & ~7
+        _u64.pack_into(self.cons, 0, cons)
+
+    def close(self):
+        self.data.release()
+        self.prod.close()
+        self.cons.close()
+
+
 class RingBuffer:
+    """The events of a ring buffer map, and of its spare (kk_spare in kprobekit.bpf.h: a second ring,
+    with a lock of its own, for the rare record the first one's lock keeps refusing)."""
+
     # After a wake-up, the reader lets a burst gather this long before reading it.  The kernel
     # wakes the reader whenever it has caught up, so under a storm it would wake for nearly every
     # record, and each wake-up (two context switches, a poll, a small write downstream) costs more
@@ -39,22 +101,15 @@ class RingBuffer:
     # price of a millisecond of latency.  0 reads at once.
     gather_s = 0.001
 
-    def __init__(self, events_map, layout, lost_counter=None):
+    def __init__(self, events_map, layout, lost_counter=None, spare_map=None):
         self.layout = layout
         self._lost_counter = lost_counter
-        fd = events_map.fd
-        self._size = size = events_map.max_entries
-        self._mask = size - 1
-        page = mmap.PAGESIZE
-        self._page = page
-        # Layout from kernel/bpf/ringbuf.c: a writable consumer page, then the
-        # producer page and the data pages, the data mapped twice in a row so
-        # that a record that wraps is still contiguous.
-        self._cons = mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
-        self._prod = mmap.mmap(fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
-        self._data = memoryview(self._prod)
+        self._rings = [_Ring(events_map)]
+        if spare_map is not None and spare_map.type == MAP_RINGBUF:
+            self._rings.append(_Ring(spare_map))
         self._epoll = select.epoll()
-        self._epoll.register(fd, select.EPOLLIN)
+        for ring in self._rings:
+            self._epoll.register(ring.fd, select.EPOLLIN)
         self.rec_size = layout.size
         self._stride = _HDR + ((layout.size + 7) & ~7)
         # one record with its header, as struct.iter_unpack sees a run of them
@@ -69,7 +124,7 @@ class RingBuffer:
         return self._lost_counter() if self._lost_counter else 0
 
     def _pending(self):
-        return _u64.unpack_from(self._prod, 0)[0] != _u64.unpack_from(self._cons, 0)[0]
+        return any(ring.pending() for ring in self._rings)
 
     def poll(self, timeout_ms=-1):
         if not self._pending():
@@ -91,49 +146,18 @@ class RingBuffer:
 
     def read_raw(self):
         """Everything committed so far, as plain tuples in field order."""
-        cons = _u64.unpack_from(self._cons, 0)[0]
-        prod = _u64.unpack_from(self._prod, 0)[0]
         out = []
-        data, page, mask, stride, size = self._data, self._page, self._mask, self._stride, self.rec_size
-        # The second mapping of the data is never read: each of its pages read once would stay in
-        # this process's RSS, which would creep by up to the ring's size over a long run.
-        end = page + self._size
-        while cons < prod:
-            off = page + (cons & mask)
-            n = min((prod - cons) // stride, (end - off) // stride)
-            if n:
-                # Fast path: a run of committed records of the event's size.
-                heads = data[off:off + n * stride].cast("I")[::stride // 4].tolist()
-                if heads.count(size) != n:
-                    n = next(i for i, h in enumerate(heads) if h != size)
-                if n:
-                    out.extend(self._run.iter_unpack(data[off:off + n * stride]))
-                    cons += n * stride
-                    continue
-            head = _u32.unpack_from(data, off)[0]
-            if head & _BUSY:
-                break           # reserved, not yet committed: records after it wait
-            length = head & ~(_BUSY | _DISCARD)
-            if not head & _DISCARD and length >= size:
-                start = off + _HDR
-                if start + size <= end:
-                    out.append(self.layout.struct.unpack_from(data, start))
-                else:           # a record that wraps: its two parts from the first mapping
-                    first = data[start:end].tobytes() if start < end else b""
-                    rest = size - len(first)
-                    from_ = page + max(0, start - end)
-                    out.append(self.layout.struct.unpack(first + data[from_:from_ + rest].tobytes()))
-            cons += (_HDR + length + 7) & ~7
-        _u64.pack_into(self._cons, 0, cons)
+        for ring in self._rings:
+            ring.read(out, self.rec_size, self._stride, self._run, self.layout.struct.unpack_from,
+                      self.layout.struct.unpack)
         return out
 
     def close(self):
         if self._epoll is not None:
             self._epoll.close()
             self._epoll = None
-            self._data.release()
-            self._prod.close()
-            self._cons.close()
+            for ring in self._rings:
+                ring.close()
 
 
 class PerfBuffer:
@@ -198,8 +222,11 @@ def prepare(obj, use_perfbuf, ring_bytes=None):
         obj.rodata["kk_perfbuf"] = use_perfbuf
     early_ring = early.take_ring(0 if use_perfbuf else ring_bytes)
     if use_perfbuf:
-        events.retype(MAP_PERF_EVENT_ARRAY, key_size=4, value_size=4,
-                      max_entries=lib.libbpf_num_possible_cpus())
+        # the spare ring too: a kernel without ring buffers cannot make one, even unused
+        for m in (events, obj.maps.get("kk_spare")):
+            if m is not None:
+                m.retype(MAP_PERF_EVENT_ARRAY, key_size=4, value_size=4,
+                         max_entries=lib.libbpf_num_possible_cpus())
     elif early_ring >= 0:
         try:
             events.reuse_fd(early_ring)     # the one kprobekit.early made while Python imported
@@ -215,7 +242,7 @@ def open_stream(obj, layout=None):
     if layout is None:
         layout = event_layout(obj)
     if events.type == MAP_RINGBUF:
-        return RingBuffer(events, layout, _bss_counter(obj, "kk_lost"))
+        return RingBuffer(events, layout, _bss_counter(obj, "kk_lost"), obj.maps.get("kk_spare"))
     return PerfBuffer(events, layout, lost_counter=_bss_counter(obj, "kk_lost"))
 
 
