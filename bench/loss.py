@@ -99,12 +99,33 @@ def main(argv=None):
         res["tracers"][name] = {"rate_ratio": round(ratio, 2), "lines": lines, "lost": lost}
         rows.append([name, f"{ratio:.2f}", f"{min(lines):,}-{max(lines):,}", f"{min(lost):,}-{max(lost):,}",
                      f"{common.median(lines):,.0f}", ""])
+    res["targets"] = targets(res["tracers"], args.tools)
     res["load_avg"] = [load_before, common.load_avg()]
     common.print_table(f"connect storm of {args.connects:,} loopback connects ({args.repeat} runs): "
                        "what each tracer printed and lost",
                        ["tracer", "rate vs untraced", "lines (min-max)", "lost (min-max)", "lines (median)",
                         "error"], rows)
+    common.print_table("against libbpf-tools: lost no more (worst run) and rate at least its - 0.02",
+                       ["kprobekit", "lost (max)", "libbpf-tools lost (max)", "rate", "libbpf-tools rate", "met"],
+                       [[k, v["lost"], v["peer_lost"], v["rate"], v["peer_rate"],
+                         {True: "yes", False: "NO", None: "-"}[v["met"]]] for k, v in res["targets"].items()])
     return res
+
+
+def targets(tracers, tools):
+    out = {}
+    for tool in tools:
+        peer = tracers.get(f"libbpf-tools {tool}") or {}
+        for name in (f"kprobekit {tool}", f"kprobekit {tool} --json"):
+            kk = tracers.get(name) or {}
+            if "lost" not in kk:
+                continue
+            met = None
+            if "lost" in peer:
+                met = max(kk["lost"]) <= max(peer["lost"]) and kk["rate_ratio"] >= peer["rate_ratio"] - 0.02
+            out[name] = {"lost": max(kk["lost"]), "peer_lost": max(peer["lost"]) if "lost" in peer else None,
+                         "rate": kk["rate_ratio"], "peer_rate": peer.get("rate_ratio"), "met": met}
+    return out
 
 
 if __name__ == "__main__":

@@ -344,7 +344,7 @@ def test_missing_names_list_what_exists():
             b.rodata["target_tid"] = 1
         b.load()
         with pytest.raises(errors.NotFound, match=r"find map 'count' in names: no such map \(has: counts, "
-                                                  r"events, kk_scratch, out\)"):
+                                                  r"events, kk_scratch, kk_spare, out\)"):
             b["count"]
         with pytest.raises(errors.NotFound, match=r"find struct 'kill_event' in names: no such type "
                                                   r"\(structs: .*\bkill_evt\b"):
