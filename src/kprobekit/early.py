@@ -1,11 +1,12 @@
 """A tool's slow kernel-side steps, started while Python is still importing the tool.
 
-Of a tool's start-up, ~10 ms is libbpf parsing the kernel's BTF (every object needs it: CO-RE,
-and fentry/tp_btf targets) and ~2 ms the kernel allocating an 8 MiB ring buffer.  Neither
-depends on the command line, and ctypes lets go of the GIL while libbpf works, so `start()`
-runs both on a thread: on a second CPU they overlap the imports, argument parsing and backend
-choice that follow.  `Object` and `events.prepare()` take what is ready (`take_object()`,
-`take_ring()`), waiting for the thread first; nothing here decides anything.
+Of a tool's start-up, ~10 ms can be libbpf parsing the kernel's BTF (for CO-RE when no minimised
+BTF is cached, see minbtf; for fentry/tp_btf targets always) and ~2 ms the kernel allocating an
+8 MiB ring buffer.  Neither depends on the command line, and ctypes lets go of the GIL while
+libbpf works, so `start()` runs them on two threads: on other CPUs they overlap the imports,
+argument parsing and backend choice that follow.  `Object` and `events.prepare()` take what is
+ready (`take_object()`, `take_ring()`), waiting for the threads first; nothing here decides
+anything.
 
 The BTF is parsed into the object itself: libbpf keeps the kernel's BTF per object and loads it
 at most once, and bpf_program__set_attach_target() on a BTF-attached program (tp_btf, fentry,
