@@ -56,27 +56,37 @@ struct {
 
 #define KK_RING_TRIES 8
 
+/*
+ * Each try returns at once on success: 6.1's verifier loses track of a
+ * reservation carried around a loop in a variable ("Unreleased reference").
+ */
 static __always_inline void *kk_ringbuf_reserve(__u64 size)
 {
-	void *e = 0;
+	void *e;
 
-	for (int i = 0; i < KK_RING_TRIES && !e; i++)
+	for (int i = 0; i < KK_RING_TRIES; i++) {
 		e = bpf_ringbuf_reserve(&events, size, 0);
-	for (int i = 0; i < KK_RING_TRIES && !e; i++)
+		if (e)
+			return e;
+	}
+	for (int i = 0; i < KK_RING_TRIES; i++) {
 		e = bpf_ringbuf_reserve(&kk_spare, size, 0);
-	return e;
+		if (e)
+			return e;
+	}
+	return 0;
 }
 
 /* bpf_ringbuf_output() to the events ring, else the spare; 0 or a negative error. */
 static __always_inline long kk_ringbuf_output(void *data, __u64 size)
 {
-	long err = -1;
-
-	for (int i = 0; i < KK_RING_TRIES && err; i++)
-		err = bpf_ringbuf_output(&events, data, size, 0);
-	for (int i = 0; i < KK_RING_TRIES && err; i++)
-		err = bpf_ringbuf_output(&kk_spare, data, size, 0);
-	return err;
+	for (int i = 0; i < KK_RING_TRIES; i++)
+		if (!bpf_ringbuf_output(&events, data, size, 0))
+			return 0;
+	for (int i = 0; i < KK_RING_TRIES; i++)
+		if (!bpf_ringbuf_output(&kk_spare, data, size, 0))
+			return 0;
+	return -1;
 }
 
 /*
