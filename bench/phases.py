@@ -29,8 +29,8 @@ from kprobekit import _libbpf  # noqa: E402
 from kprobekit.cli import runner  # noqa: E402
 mark("import cli.runner (object, btf, maps, features)")
 from kprobekit.tools.tcpconnect import TOOL  # noqa: E402
-from kprobekit import events, features  # noqa: E402
-from kprobekit.object import Object  # noqa: E402
+from kprobekit import features, minbtf  # noqa: E402
+from kprobekit.object import Object, resolve  # noqa: E402
 mark("import tools.tcpconnect")
 args = runner.parse_args(TOOL, [])
 mark("arguments")
@@ -39,7 +39,8 @@ features.have("btf")
 backend, _ = runner.choose_backend(TOOL, args.backend)
 use_perf = not features.have("ringbuf")
 mark("features (cache) + backend choice")
-obj = Object.open(TOOL.bpf)
+path = resolve(TOOL.bpf)
+obj = Object(path, kernel_btf=minbtf.cached(path))      # as runner.setup() opens it
 mark("bpf_object__open_file (or the early one, once ready)")
 obj.set_autoload(backend.programs)
 for opt in TOOL.options:

@@ -17,15 +17,19 @@ CAPS = {21: "CAP_SYS_ADMIN", 38: "CAP_PERFMON", 39: "CAP_BPF"}
 _why_not = {}
 
 
+_boot_key = []     # read once: a process lives within one boot
+
+
 def boot_key():
     """This boot of this kernel ("BOOT-ID RELEASE"), or None: what caches of kernel facts are keyed by
     (a shared /run, e.g. a VM's view of its host's, must not hand one kernel's answers to another)."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            boot = f.read().strip()
-    except OSError:
-        return None
-    return f"{boot} {os.uname().release}"
+    if not _boot_key:
+        try:
+            with open("/proc/sys/kernel/random/boot_id") as f:
+                _boot_key.append(f"{f.read().strip()} {os.uname().release}")
+        except OSError:
+            _boot_key.append(None)
+    return _boot_key[0]
 
 
 def why_not(fstype):

@@ -53,9 +53,9 @@ def make(obj_path):
     (no bpftool, not root, no kernel BTF).  Returns its path or None."""
     import shutil
     import subprocess
-    path = _cache_path(obj_path)
-    if path is None or cached(obj_path):
-        return cached(obj_path)
+    path, found = _cache_path(obj_path), cached(obj_path)
+    if path is None or found:
+        return found
     bpftool = shutil.which("bpftool") or next(
         (p for p in ("/usr/sbin/bpftool", "/sbin/bpftool") if os.access(p, os.X_OK)), None)
     if bpftool is None or not os.path.exists(_VMLINUX):

@@ -49,7 +49,7 @@ def seconds_arg(text):
         raise errors.bad_argument(f"invalid interval {text!r}: not a number of seconds") from None
     if not 0 < v <= MAX_SECONDS:      # also false for nan
         raise errors.bad_argument(f"invalid interval {text!r}: must be more than 0 and at most "
-                                         f"{MAX_SECONDS} seconds")
+                                  f"{MAX_SECONDS} seconds")
     return v
 
 
@@ -91,7 +91,7 @@ def cgroup_arg(path):
         raise errors.bad_argument(f"invalid cgroup {path!r}: not a directory")
     if not os.path.exists(os.path.join(path, "cgroup.controllers")):
         raise errors.bad_argument(f"invalid cgroup {path!r}: not in a cgroup v2 hierarchy "
-                                         "(see `mount -t cgroup2`)")
+                                  "(see `mount -t cgroup2`)")
     return os.stat(path).st_ino
 
 
