@@ -90,7 +90,7 @@ def phases(runs):
         t0 = time.monotonic()
         p = subprocess.run([common.PYTHON, "-IS", os.path.join(common.BENCH, "phases.py"), repr(t0), common.SRC],
                            capture_output=True, text=True, check=True, env=common.CHILD_ENV)
-        if i:       # the first run writes bytecode caches
+        if i:       # the first run writes bytecode caches and the minimised BTF (cold runs removed it)
             samples.append(json.loads(p.stdout))
     return {k: round(common.median([s[k] for s in samples]), 1) for k in samples[0]}
 
