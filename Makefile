@@ -120,7 +120,7 @@ bench-deps: venv
 		echo "installing:" $$missing; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
-	@$(PY) -c 'import cffi' 2>/dev/null || $(PY) -m pip install -q cffi
+	@$(PY) -c 'import cffi, orjson' 2>/dev/null || $(PY) -m pip install -q cffi orjson
 
 bench-build: bench/build/storm bench/build/events.bpf.o
 
