@@ -6,6 +6,7 @@ does.  This is the rate a tool can print at before its ring buffer starts to fil
 """
 
 import argparse
+import importlib.util
 import os
 import struct
 import sys
@@ -51,7 +52,6 @@ def records(tool_name, n):
 
 def measure(tool_name, argv, n=20_000, repeat=3, sink_class=None):
     """Best lines per CPU second over `repeat` runs."""
-    import importlib
     tool = importlib.import_module(f"kprobekit.tools.{tool_name}").TOOL
     layout, recs = records(tool_name, n)
     args = runner.build_parser(tool).parse_args(argv)
@@ -68,9 +68,9 @@ def measure(tool_name, argv, n=20_000, repeat=3, sink_class=None):
 
 
 class OrjsonSink:
-    """--json lines made by orjson instead: a dict per record (the values JsonSink writes), dumped
-    by orjson.dumps and written as bytes.  Measured to see whether the library beats JsonSink's
-    compiled f-string; the same records parse to the same objects either way."""
+    """--json lines made by orjson instead: a dict per record of the values JsonSink writes (the
+    same _Compiler expressions), dumped by orjson.dumps and written as bytes.  Here to measure
+    whether the library beats JsonSink's compiled line; not used by kprobekit."""
 
     def __init__(self, tool, run):
         import orjson
@@ -95,15 +95,14 @@ def main(argv=None):
     args = ap.parse_args(argv)
     saved, null = os.dup(1), os.open(os.devnull, os.O_WRONLY)
     res = {}
+    have_orjson = importlib.util.find_spec("orjson") is not None
     try:
         sys.stdout.flush()
         os.dup2(null, 1)
         for name in TOOLS:
             res[name] = {"text": measure(name, [], args.n), "json": measure(name, ["--json"], args.n)}
-            try:
-                res[name]["json_orjson"] = measure(name, ["--json"], args.n, sink_class=OrjsonSink)
-            except ImportError:
-                res[name]["json_orjson"] = None     # orjson not installed: make bench-deps
+            res[name]["json_orjson"] = (measure(name, ["--json"], args.n, sink_class=OrjsonSink)
+                                        if have_orjson else None)     # make bench-deps installs it
     finally:
         os.dup2(saved, 1)
         os.close(saved)
@@ -111,7 +110,7 @@ def main(argv=None):
     common.print_table("output path: lines per CPU second (records -> lines -> /dev/null, batches of 1000)",
                        ["tool", "text lines/s", "--json lines/s", "--json by orjson (dict per record)"],
                        [[name, f"{r['text']:,}", f"{r['json']:,}",
-                         f"{r['json_orjson']:,}" if r["json_orjson"] else "orjson not installed"]
+                         f"{r['json_orjson']:,}" if r["json_orjson"] is not None else "orjson not installed"]
                         for name, r in res.items()])
     return res
 
